@@ -1,0 +1,265 @@
+//! HTTP client for the Booking.com Messaging API queue.
+
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{StatusCode, Url};
+
+use super::auth::{Auth, AuthError, Rejection};
+use super::wire::{self, LatestAnswer, WireError};
+use crate::config::{BookingAuth, BookingSettings};
+use crate::http::{self, BodyError, MAX_ANSWER_BYTES};
+use crate::store::{ConfirmCount, Store};
+
+pub const OP_FETCH: &str = "GET /messaging/messages/latest";
+pub const OP_CONFIRM: &str = "PUT /messaging/messages";
+/// The Messaging API version these wire types follow.
+const ACCEPT_VERSION: &str = "1.2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{op}: {detail}")]
+    Transport {
+        op: &'static str,
+        detail: String,
+        timeout: bool,
+    },
+    #[error("{op}: HTTP {status}{}", ruid_suffix(.ruid))]
+    Status {
+        op: &'static str,
+        status: u16,
+        retry_after: Option<Duration>,
+        ruid: Option<String>,
+    },
+    #[error(
+        "{op}: HTTP {status}: Booking.com refused the machine account's credentials or rights{}; \
+         check the booking.* credential keys and the account's Messaging API access", ruid_suffix(.ruid)
+    )]
+    Unauthorized {
+        op: &'static str,
+        status: u16,
+        ruid: Option<String>,
+    },
+    #[error("{op}: unusable answer (HTTP {status}): {reason}{}", ruid_suffix(.ruid))]
+    Malformed {
+        op: &'static str,
+        status: u16,
+        reason: String,
+        ruid: Option<String>,
+    },
+    #[error("{op}: Booking.com reported a failure: {summary}{}", ruid_suffix(.ruid))]
+    Api {
+        op: &'static str,
+        summary: String,
+        ruid: Option<String>,
+    },
+    #[error("{op}: {source}")]
+    Body { op: &'static str, source: BodyError },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+fn ruid_suffix(ruid: &Option<String>) -> String {
+    ruid.as_ref()
+        .map(|r| format!(" (ruid {r})"))
+        .unwrap_or_default()
+}
+
+impl FetchError {
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FetchError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A failure that waiting briefly will not fix: retry only at the backoff cap.
+    pub fn is_credentials(&self) -> bool {
+        match self {
+            FetchError::Unauthorized { .. } => true,
+            FetchError::Auth(e) => e.is_credentials(),
+            _ => false,
+        }
+    }
+
+    /// A short, stable name for "the same failure again" (metrics, persisting-failure detection).
+    pub fn kind(&self) -> String {
+        match self {
+            FetchError::Transport { timeout: true, .. } => "timeout".into(),
+            FetchError::Transport { .. } => "connection".into(),
+            FetchError::Status { status, .. } => format!("http_{status}"),
+            FetchError::Unauthorized { .. } => "unauthorized".into(),
+            FetchError::Malformed { .. } => "malformed".into(),
+            FetchError::Api { .. } => "api_error".into(),
+            FetchError::Body {
+                source: BodyError::TooLarge { .. },
+                ..
+            } => "too_large".into(),
+            FetchError::Body { .. } => "connection".into(),
+            FetchError::Auth(AuthError::QuotaExhausted { .. }) => "token_quota".into(),
+            FetchError::Auth(_) => "token_exchange".into(),
+        }
+    }
+}
+
+pub struct BookingClient {
+    http: reqwest::Client,
+    latest_url: Url,
+    confirm_url: Url,
+    auth: Auth,
+}
+
+impl BookingClient {
+    pub fn new(settings: &BookingSettings, store: Store) -> Result<BookingClient, reqwest::Error> {
+        let http = http::client(settings.request_timeout)?;
+        let base = settings.base_url.as_str().trim_end_matches('/');
+        let endpoint = |path: &str| {
+            Url::parse(&format!("{base}{path}")).expect("base_url was validated as a URL")
+        };
+        let auth = match &settings.auth {
+            BookingAuth::Basic { username, password } => Auth::basic(username, password),
+            BookingAuth::Token {
+                client_id,
+                client_secret,
+                token_url,
+            } => Auth::token(
+                client_id,
+                client_secret,
+                token_url.clone(),
+                http.clone(),
+                store,
+            ),
+        };
+        Ok(BookingClient {
+            latest_url: endpoint("/messaging/messages/latest"),
+            confirm_url: endpoint("/messaging/messages"),
+            http,
+            auth,
+        })
+    }
+
+    /// `GET /messaging/messages/latest`: up to 100 messages from the head of the queue. Idempotent, so a 401
+    /// on a token that worked before is retried once with a fresh token.
+    pub async fn fetch_latest(&self) -> Result<LatestAnswer, FetchError> {
+        let mut renewed = false;
+        loop {
+            let credential = self.auth.credential().await?;
+            let request = self.http.get(self.latest_url.clone());
+            let response = self.send(OP_FETCH, request, &credential.header).await?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED
+                && !renewed
+                && self.auth.rejected(&credential).await == Rejection::Renew
+            {
+                renewed = true;
+                tracing::info!("Booking.com rejected a token it accepted before; renewing it");
+                continue;
+            }
+            let body = self.checked_body(OP_FETCH, response).await?;
+            credential.accepted();
+            return wire::parse_latest(&body).map_err(|e| wire_error(OP_FETCH, status, e));
+        }
+    }
+
+    /// `PUT /messaging/messages?number_of_messages=N`: removes N messages from the head of the queue, for good.
+    ///
+    /// Sent at most once per fetched answer: any failure here leaves the outcome unknown to the caller, who must
+    /// fetch again rather than repeat it (see [`crate::drain`]). A 401 is not retried here either.
+    pub async fn confirm(&self, count: ConfirmCount) -> Result<Option<String>, FetchError> {
+        let credential = self.auth.credential().await?;
+        let mut url = self.confirm_url.clone();
+        url.query_pairs_mut()
+            .append_pair("number_of_messages", &count.get().to_string());
+        let request = self.http.put(url);
+        let response = self.send(OP_CONFIRM, request, &credential.header).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            let _ = self.auth.rejected(&credential).await;
+        }
+        let status = response.status();
+        let body = self.checked_body(OP_CONFIRM, response).await?;
+        credential.accepted();
+        wire::parse_confirm(&body).map_err(|e| wire_error(OP_CONFIRM, status, e))
+    }
+
+    async fn send(
+        &self,
+        op: &'static str,
+        request: reqwest::RequestBuilder,
+        authorization: &reqwest::header::HeaderValue,
+    ) -> Result<reqwest::Response, FetchError> {
+        request
+            .header(AUTHORIZATION, authorization.clone())
+            .header(ACCEPT, "application/json")
+            .header("Accept-version", ACCEPT_VERSION)
+            .send()
+            .await
+            .map_err(|e| FetchError::Transport {
+                op,
+                timeout: e.is_timeout(),
+                detail: http::chain(&e),
+            })
+    }
+
+    /// The body of a 2xx JSON answer; every other answer becomes the matching error.
+    async fn checked_body(
+        &self,
+        op: &'static str,
+        response: reqwest::Response,
+    ) -> Result<Vec<u8>, FetchError> {
+        let status = response.status();
+        let retry_after = http::retry_after(response.headers());
+        let is_html = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.to_ascii_lowercase().contains("text/html"));
+        let body = http::read_limited(response, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|source| match source {
+                BodyError::Read(ref e) => FetchError::Transport {
+                    op,
+                    timeout: e.is_timeout(),
+                    detail: source.to_string(),
+                },
+                source => FetchError::Body { op, source },
+            })?;
+        let ruid = || wire::ruid_of(&body);
+        let code = status.as_u16();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(FetchError::Unauthorized {
+                op,
+                status: code,
+                ruid: ruid(),
+            });
+        }
+        if !status.is_success() {
+            return Err(FetchError::Status {
+                op,
+                status: code,
+                retry_after,
+                ruid: ruid(),
+            });
+        }
+        if is_html {
+            return Err(FetchError::Malformed {
+                op,
+                status: code,
+                reason: "an HTML page instead of JSON (a proxy or maintenance page?)".into(),
+                ruid: None,
+            });
+        }
+        Ok(body)
+    }
+}
+
+fn wire_error(op: &'static str, status: StatusCode, e: WireError) -> FetchError {
+    match e {
+        WireError::Api { summary, ruid } => FetchError::Api { op, summary, ruid },
+        other => FetchError::Malformed {
+            op,
+            status: status.as_u16(),
+            reason: other.to_string(),
+            ruid: None,
+        },
+    }
+}

@@ -1,0 +1,8 @@
+//! Booking.com Messaging API: authentication, the queue client and its wire types.
+
+pub mod auth;
+pub mod client;
+pub mod wire;
+
+pub use client::{BookingClient, FetchError};
+pub use wire::PROVIDER;

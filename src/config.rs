@@ -1,0 +1,533 @@
+//! The TOML configuration: parsed once, validated, and turned into typed [`Settings`].
+//!
+//! Key names are a contract with operators and outside checks; every error names the file and the key.
+
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ota-relay/ota-relay.toml";
+pub const DEFAULT_STORE_PATH: &str = "/var/lib/ota-relay/relay.db";
+pub const DEFAULT_BOOKING_BASE_URL: &str = "https://supply-xml.booking.com";
+pub const DEFAULT_TOKEN_URL: &str =
+    "https://connectivity-authentication.booking.com/token-based-authentication/exchange";
+pub const ENV_BOOKING_PASSWORD: &str = "OTA_RELAY_BOOKING_PASSWORD";
+pub const ENV_BOOKING_CLIENT_SECRET: &str = "OTA_RELAY_BOOKING_CLIENT_SECRET";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// Everything `ota-relay run` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub source: PathBuf,
+    pub store: StoreSettings,
+    pub booking: BookingSettings,
+    pub log: LogSettings,
+    /// Legal but suspicious choices, reported by `check-config` and logged at start.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct BookingSettings {
+    pub base_url: Url,
+    pub auth: BookingAuth,
+    pub poll_interval: Duration,
+    pub request_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum BookingAuth {
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    Token {
+        client_id: String,
+        client_secret: Secret,
+        token_url: Url,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// A secret and where it came from (the source is printable, the value never is).
+#[derive(Debug, Clone)]
+pub struct Secret {
+    value: SecretString,
+    pub source: SecretSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Key(String),
+    File(PathBuf),
+    Env(&'static str),
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        self.value.expose_secret()
+    }
+
+    #[doc(hidden)] // the built-in demo and tests configure secrets directly
+    pub fn inline(value: &str) -> Secret {
+        Secret {
+            value: SecretString::from(value.to_owned()),
+            source: SecretSource::Key("(built in)".into()),
+        }
+    }
+}
+
+impl fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Key(key) => write!(f, "from {key}"),
+            SecretSource::File(path) => write!(f, "from file {}", path.display()),
+            SecretSource::Env(var) => write!(f, "from environment variable {var}"),
+        }
+    }
+}
+
+// ---- raw TOML shape -------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    store: RawStore,
+    booking: Option<RawBooking>,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+enum RawAuthMode {
+    Basic,
+    Token,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBooking {
+    base_url: Option<String>,
+    auth: Option<RawAuthMode>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    token_url: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    poll_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    backoff_initial: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    backoff_max: Option<Duration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<LogFormat>,
+    level: Option<String>,
+}
+
+// ---- loading ----------------------------------------------------------------------------------------
+
+/// Reads and validates the configuration file. Environment variables are read for secrets only.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text, &|name| std::env::var(name).ok())
+}
+
+/// Parses configuration text; `env` looks up environment variables (injectable for tests).
+pub fn parse(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = deserialize(path, text)?;
+    let ctx = Ctx { path, env };
+    let mut warnings = Vec::new();
+
+    let store = StoreSettings {
+        path: raw
+            .store
+            .path
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_PATH)),
+    };
+    if store.path.as_os_str().is_empty() {
+        return Err(ctx.invalid("store.path", "must not be empty"));
+    }
+
+    let booking = raw
+        .booking
+        .ok_or_else(|| ctx.invalid("booking", "missing section [booking]"))?;
+    let booking = ctx.booking(booking, &mut warnings)?;
+
+    let level = raw.log.level.unwrap_or_else(|| "info".into());
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&level) {
+        return Err(ctx.invalid(
+            "log.level",
+            &format!("{level:?} is not a valid filter: {e}"),
+        ));
+    }
+    let log = LogSettings {
+        format: raw.log.format.unwrap_or(LogFormat::Pretty),
+        level,
+    };
+
+    Ok(Settings {
+        source: path.to_owned(),
+        store,
+        booking,
+        log,
+        warnings,
+    })
+}
+
+fn deserialize<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    let located = |key: String, message: String, span: Option<std::ops::Range<usize>>| {
+        let line = span.map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let message = match line {
+            Some(line) => format!("{message} (line {line})"),
+            None => message,
+        };
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        }
+    };
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| located("(syntax)".into(), e.message().to_owned(), e.span()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = match e.path().to_string() {
+            p if p == "." => "(top level)".to_owned(),
+            p => p,
+        };
+        let inner = e.inner();
+        located(key, inner.message().to_owned(), inner.span())
+    })
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Ctx<'_> {
+    fn invalid(&self, key: &str, message: &str) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key: key.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+
+    fn booking(
+        &self,
+        raw: RawBooking,
+        warnings: &mut Vec<String>,
+    ) -> Result<BookingSettings, ConfigError> {
+        let base_url = self.url(
+            "booking.base_url",
+            raw.base_url.as_deref().unwrap_or(DEFAULT_BOOKING_BASE_URL),
+            warnings,
+        )?;
+        let mode = raw.auth.unwrap_or(RawAuthMode::Basic);
+        let auth = match mode {
+            RawAuthMode::Basic => {
+                self.forbid_other_mode(
+                    "basic",
+                    &[
+                        ("booking.client_id", raw.client_id.is_some()),
+                        ("booking.client_secret", raw.client_secret.is_some()),
+                        (
+                            "booking.client_secret_file",
+                            raw.client_secret_file.is_some(),
+                        ),
+                        ("booking.token_url", raw.token_url.is_some()),
+                    ],
+                )?;
+                let username =
+                    self.required("booking.username", raw.username, "auth = \"basic\"")?;
+                let password = self.secret(
+                    ("booking.password", raw.password),
+                    ("booking.password_file", raw.password_file),
+                    ENV_BOOKING_PASSWORD,
+                )?;
+                BookingAuth::Basic { username, password }
+            }
+            RawAuthMode::Token => {
+                self.forbid_other_mode(
+                    "token",
+                    &[
+                        ("booking.username", raw.username.is_some()),
+                        ("booking.password", raw.password.is_some()),
+                        ("booking.password_file", raw.password_file.is_some()),
+                    ],
+                )?;
+                let client_id =
+                    self.required("booking.client_id", raw.client_id, "auth = \"token\"")?;
+                let client_secret = self.secret(
+                    ("booking.client_secret", raw.client_secret),
+                    ("booking.client_secret_file", raw.client_secret_file),
+                    ENV_BOOKING_CLIENT_SECRET,
+                )?;
+                let token_url = self.url(
+                    "booking.token_url",
+                    raw.token_url.as_deref().unwrap_or(DEFAULT_TOKEN_URL),
+                    warnings,
+                )?;
+                BookingAuth::Token {
+                    client_id,
+                    client_secret,
+                    token_url,
+                }
+            }
+        };
+        let poll_interval = self.duration("booking.poll_interval", raw.poll_interval, 30)?;
+        let request_timeout = self.duration("booking.request_timeout", raw.request_timeout, 30)?;
+        let backoff_initial = self.duration("booking.backoff_initial", raw.backoff_initial, 1)?;
+        let backoff_max = self.duration("booking.backoff_max", raw.backoff_max, 60)?;
+        if backoff_max < backoff_initial {
+            return Err(self.invalid(
+                "booking.backoff_max",
+                "must not be shorter than booking.backoff_initial",
+            ));
+        }
+        Ok(BookingSettings {
+            base_url,
+            auth,
+            poll_interval,
+            request_timeout,
+            backoff_initial,
+            backoff_max,
+        })
+    }
+
+    fn forbid_other_mode(&self, mode: &str, keys: &[(&str, bool)]) -> Result<(), ConfigError> {
+        match keys.iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(self.invalid(
+                key,
+                &format!("is set but booking.auth = \"{mode}\" does not use it; remove it or change booking.auth"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn required(
+        &self,
+        key: &str,
+        value: Option<String>,
+        because: &str,
+    ) -> Result<String, ConfigError> {
+        match value {
+            Some(v) if !v.trim().is_empty() => Ok(v),
+            Some(_) => Err(self.invalid(key, "must not be empty")),
+            None => Err(self.invalid(key, &format!("is required with {because}"))),
+        }
+    }
+
+    /// Exactly one source: the key, the `_file` key, or (only when neither is set) the environment variable.
+    fn secret(
+        &self,
+        (key, inline): (&str, Option<String>),
+        (file_key, file): (&str, Option<PathBuf>),
+        env_var: &'static str,
+    ) -> Result<Secret, ConfigError> {
+        let from_env = (self.env)(env_var).filter(|v| !v.is_empty());
+        let (value, source) = match (inline, file, from_env) {
+            (Some(_), Some(_), _) => {
+                return Err(self.invalid(
+                    key,
+                    &format!("{key} and {file_key} are both set; use one of them"),
+                ));
+            }
+            (Some(_), None, Some(_)) => {
+                return Err(self.invalid(
+                    key,
+                    &format!(
+                        "{key} and the environment variable {env_var} are both set; use one of them"
+                    ),
+                ));
+            }
+            (None, Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    file_key,
+                    &format!("{file_key} and the environment variable {env_var} are both set; use one of them"),
+                ));
+            }
+            (Some(v), None, None) => (v, SecretSource::Key(key.to_owned())),
+            (None, Some(path), None) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    self.invalid(file_key, &format!("cannot read {}: {e}", path.display()))
+                })?;
+                let trimmed = text.strip_suffix('\n').unwrap_or(&text);
+                let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned();
+                (trimmed, SecretSource::File(path))
+            }
+            (None, None, Some(v)) => (v, SecretSource::Env(env_var)),
+            (None, None, None) => {
+                return Err(self.invalid(
+                    key,
+                    &format!("no secret configured: set {key}, {file_key}, or the environment variable {env_var}"),
+                ));
+            }
+        };
+        if value.is_empty() {
+            return Err(self.invalid(key, &format!("the secret {source} is empty")));
+        }
+        Ok(Secret {
+            value: SecretString::from(value),
+            source,
+        })
+    }
+
+    fn url(&self, key: &str, value: &str, warnings: &mut Vec<String>) -> Result<Url, ConfigError> {
+        let url = Url::parse(value)
+            .map_err(|e| self.invalid(key, &format!("{value:?} is not a URL: {e}")))?;
+        match url.scheme() {
+            "https" => {}
+            "http" => {
+                let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+                if !loopback {
+                    warnings.push(format!(
+                        "{key} uses plain http to {}: credentials and guest data travel unencrypted",
+                        url.host_str().unwrap_or("?")
+                    ));
+                }
+            }
+            other => {
+                return Err(self.invalid(key, &format!("scheme {other:?} is not http or https")));
+            }
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(self.invalid(key, "must not have a query or fragment"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(self.invalid(key, "must not embed credentials; use the credential keys"));
+        }
+        Ok(url)
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<Duration>,
+        default_secs: u64,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            Some(d) if d.is_zero() => Err(self.invalid(key, "must be longer than zero")),
+            Some(d) => Ok(d),
+            None => Ok(Duration::from_secs(default_secs)),
+        }
+    }
+}
+
+// ---- effective settings, as `check-config` prints them --------------------------------------------
+
+impl Settings {
+    /// The effective settings as TOML, every default filled in and every secret masked.
+    pub fn render_masked(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# effective settings of {}", self.source.display());
+        let _ = writeln!(
+            out,
+            "[store]\npath = {}\n",
+            quote(&self.store.path.display().to_string())
+        );
+        let b = &self.booking;
+        let _ = writeln!(out, "[booking]\nbase_url = {}", quote(b.base_url.as_str()));
+        match &b.auth {
+            BookingAuth::Basic { username, password } => {
+                let _ = writeln!(out, "auth = \"basic\"\nusername = {}", quote(username));
+                let _ = writeln!(out, "password = \"********\"  # {}", password.source);
+            }
+            BookingAuth::Token {
+                client_id,
+                client_secret,
+                token_url,
+            } => {
+                let _ = writeln!(out, "auth = \"token\"\nclient_id = {}", quote(client_id));
+                let _ = writeln!(
+                    out,
+                    "client_secret = \"********\"  # {}",
+                    client_secret.source
+                );
+                let _ = writeln!(out, "token_url = {}", quote(token_url.as_str()));
+            }
+        }
+        for (key, d) in [
+            ("poll_interval", b.poll_interval),
+            ("request_timeout", b.request_timeout),
+            ("backoff_initial", b.backoff_initial),
+            ("backoff_max", b.backoff_max),
+        ] {
+            let _ = writeln!(out, "{key} = \"{}\"", humantime::format_duration(d));
+        }
+        let format = match self.log.format {
+            LogFormat::Pretty => "pretty",
+            LogFormat::Json => "json",
+        };
+        let _ = writeln!(
+            out,
+            "\n[log]\nformat = \"{format}\"\nlevel = {}",
+            quote(&self.log.level)
+        );
+        out
+    }
+}
+
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}

@@ -1,0 +1,375 @@
+//! The drain loop: empties the Booking.com queue of a machine account into the store.
+//!
+//! `GET /messages/latest` → commit every element in one SQLite transaction → `PUT /messages?number_of_messages=N`
+//! → again at once while answers are non-empty; sleep `poll_interval` after an empty answer.
+//!
+//! Invariants (each enforced where noted):
+//! 1. Nothing is confirmed before it is durably stored: the PUT takes a [`ConfirmCount`], which only a committed
+//!    transaction produces ([`Store::commit_batch`]).
+//! 2. N is the number of elements of the answer just committed (new, already stored and quarantined alike),
+//!    never more than that answer held; `data.number_of_messages` is only compared, never used.
+//! 3. A PUT whose outcome is unknown is never repeated ([`Drainer::drain_once`]): the confirm counts from the head
+//!    of the queue, so if the first PUT was applied, a second would remove messages this process never saw.
+//!    The loop fetches again instead; messages already stored come back as redeliveries and are deduplicated.
+//! 4. One consumer per store: the store's lock ([`crate::store::Access::Consumer`]). Two consumers confirming by
+//!    count would confirm each other's messages.
+
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use tokio_util::sync::CancellationToken;
+
+use crate::booking::auth::AuthError;
+use crate::booking::{BookingClient, FetchError, PROVIDER};
+use crate::config::BookingSettings;
+use crate::store::{BatchSummary, IncomingBatch, Store, StoreError, now_ms};
+
+/// Consecutive identical failures after which a persisting failure is logged at error rather than warn.
+const PERSISTING_AFTER: u32 = 5;
+const IDLE_HEARTBEAT: Duration = Duration::from_secs(15 * 60);
+
+/// What one GET → commit → PUT cycle did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    pub summary: BatchSummary,
+    /// Messages confirmed upstream: equals `summary.fetched` after a successful PUT.
+    pub confirmed: usize,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    #[error(transparent)]
+    Fetch(FetchError),
+    #[error("cannot store the fetched batch (nothing was confirmed): {0}")]
+    Store(#[from] StoreError),
+    /// The batch is stored but the confirm's outcome is unknown; it is not repeated.
+    #[error(
+        "batch stored, but the confirm's outcome is unknown and it is not repeated; fetching again: {source}"
+    )]
+    ConfirmUnknown {
+        report: BatchReport,
+        source: FetchError,
+    },
+    #[error("shutting down")]
+    Cancelled,
+}
+
+impl DrainError {
+    fn fetch_error(&self) -> Option<&FetchError> {
+        match self {
+            DrainError::Fetch(e) | DrainError::ConfirmUnknown { source: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+
+    fn kind(&self) -> String {
+        match self {
+            DrainError::Store(_) => "store".into(),
+            DrainError::Cancelled => "cancelled".into(),
+            DrainError::ConfirmUnknown { source, .. } => format!("confirm_{}", source.kind()),
+            DrainError::Fetch(e) => e.kind(),
+        }
+    }
+}
+
+pub struct Drainer {
+    client: BookingClient,
+    store: Store,
+    cancel: CancellationToken,
+    poll_interval: Duration,
+    backoff: Backoff,
+    failures: FailureRun,
+    idle: IdleLog,
+    on_commit: Option<std::sync::Arc<tokio::sync::Notify>>,
+}
+
+impl Drainer {
+    pub fn new(
+        settings: &BookingSettings,
+        store: Store,
+        cancel: CancellationToken,
+    ) -> Result<Drainer, reqwest::Error> {
+        Ok(Drainer {
+            client: BookingClient::new(settings, store.clone())?,
+            store,
+            cancel,
+            poll_interval: settings.poll_interval,
+            backoff: Backoff::new(settings.backoff_initial, settings.backoff_max),
+            failures: FailureRun::default(),
+            idle: IdleLog::new(),
+            on_commit: None,
+        })
+    }
+
+    /// Wakes `notify` after every commit that stored new messages (the forwarder waits on it).
+    pub fn notify_on_commit(mut self, notify: std::sync::Arc<tokio::sync::Notify>) -> Self {
+        self.on_commit = Some(notify);
+        self
+    }
+
+    /// One GET → commit → PUT cycle. An empty answer is a report with `fetched == 0` and no PUT.
+    ///
+    /// Cancellation stops the GET; once an answer is in hand, it is committed and confirmed regardless, each step
+    /// bounded by the request timeout.
+    pub async fn drain_once(&mut self) -> Result<BatchReport, DrainError> {
+        let started = Instant::now();
+        let answer = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return Err(DrainError::Cancelled),
+            answer = self.client.fetch_latest() => answer.map_err(DrainError::Fetch)?,
+        };
+        if let Some(declared) = answer.declared_count
+            && declared != answer.elements.len() as u64
+        {
+            tracing::warn!(
+                declared,
+                received = answer.elements.len(),
+                ruid = answer.ruid.as_deref(),
+                "data.number_of_messages disagrees with the messages array; trusting the array"
+            );
+        }
+        if answer.elements.is_empty() {
+            return Ok(BatchReport {
+                elapsed: started.elapsed(),
+                ..BatchReport::default()
+            });
+        }
+        for element in &answer.elements {
+            if let crate::store::Element::Poison(p) = element {
+                tracing::error!(reason = %p.reason, ruid = answer.ruid.as_deref(), "quarantined a message that cannot be understood");
+            }
+        }
+        let committed = self
+            .store
+            .commit_batch(IncomingBatch {
+                provider: PROVIDER,
+                fetched_at: now_ms(),
+                ruid: answer.ruid,
+                elements: answer.elements,
+            })
+            .await?;
+        if committed.summary.new > 0
+            && let Some(notify) = &self.on_commit
+        {
+            notify.notify_one();
+        }
+        let mut report = BatchReport {
+            summary: committed.summary,
+            confirmed: 0,
+            elapsed: started.elapsed(),
+        };
+        // Invariant 3: exactly one PUT per committed answer; its failure is reported, never retried here.
+        match self.client.confirm(committed.confirm).await {
+            Ok(_) => {
+                report.confirmed = committed.confirm.get();
+                report.elapsed = started.elapsed();
+                Ok(report)
+            }
+            Err(source) => {
+                report.elapsed = started.elapsed();
+                Err(DrainError::ConfirmUnknown { report, source })
+            }
+        }
+    }
+
+    /// Drains until cancelled. Never returns early on failure: every failure is logged and backed off.
+    pub async fn run(mut self) {
+        tracing::info!(poll_interval = ?self.poll_interval, "draining the Booking.com queue");
+        loop {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            let wait = match self.drain_once().await {
+                Ok(report) => {
+                    self.succeeded(&report).await;
+                    if report.summary.fetched > 0 {
+                        continue;
+                    }
+                    self.poll_interval
+                }
+                Err(DrainError::Cancelled) => break,
+                Err(error) => self.failed(error).await,
+            };
+            if !sleep_or_cancel(&self.cancel, wait).await {
+                break;
+            }
+        }
+        tracing::info!("drain loop stopped");
+    }
+
+    async fn succeeded(&mut self, report: &BatchReport) {
+        if self.failures.count > 0 {
+            tracing::info!(
+                failures = self.failures.count,
+                failing_for_s = self
+                    .failures
+                    .since
+                    .map(|s| s.elapsed().as_secs())
+                    .unwrap_or(0),
+                "Booking.com queue reachable again"
+            );
+        }
+        self.failures = FailureRun::default();
+        self.backoff.reset();
+        let s = report.summary;
+        if s.fetched > 0 {
+            self.idle.busy();
+            tracing::info!(
+                fetched = s.fetched,
+                new = s.new,
+                redelivered = s.redelivered,
+                quarantined = s.quarantined,
+                confirmed = report.confirmed,
+                ms = report.elapsed.as_millis() as u64,
+                "batch drained"
+            );
+        } else {
+            tracing::debug!(ms = report.elapsed.as_millis() as u64, "queue empty");
+            if let Err(e) = self.store.record_poll_ok(PROVIDER).await {
+                tracing::warn!(error = %e, "cannot record the poll in the store");
+            }
+            self.idle.idle_poll();
+        }
+    }
+
+    /// Logs a failure and returns how long to wait before the next attempt.
+    async fn failed(&mut self, error: DrainError) -> Duration {
+        let kind = error.kind();
+        self.failures.record(&kind);
+        let fetch = error.fetch_error();
+        let wait = match fetch {
+            Some(FetchError::Auth(AuthError::QuotaExhausted { until_ms, .. })) => {
+                Duration::from_millis((until_ms - now_ms()).max(0) as u64)
+                    + Duration::from_millis(50)
+            }
+            Some(e) if e.is_credentials() => self.backoff.max,
+            Some(e) => {
+                let next = self.backoff.next();
+                e.retry_after().map_or(next, |told| told.max(next))
+            }
+            None => self.backoff.next(),
+        };
+        if let DrainError::ConfirmUnknown { report, .. } = &error {
+            tracing::warn!(
+                fetched = report.summary.fetched,
+                new = report.summary.new,
+                redelivered = report.summary.redelivered,
+                quarantined = report.summary.quarantined,
+                "batch stored but not confirmed"
+            );
+        }
+        let message = error.to_string();
+        let persisting = self.failures.same >= PERSISTING_AFTER;
+        let credentials = fetch.is_some_and(|e| e.is_credentials());
+        let retry_in_ms = wait.as_millis() as u64;
+        if credentials || persisting || matches!(error, DrainError::Store(_)) {
+            tracing::error!(
+                error = %message,
+                kind = %kind,
+                failures = self.failures.count,
+                retry_in_ms,
+                "drain failing"
+            );
+        } else {
+            tracing::warn!(error = %message, kind = %kind, failures = self.failures.count, retry_in_ms, "drain attempt failed");
+        }
+        if let Err(e) = self.store.record_poll_error(PROVIDER, message).await {
+            tracing::warn!(error = %e, "cannot record the failure in the store");
+        }
+        wait
+    }
+}
+
+/// Sleeps for `duration` unless cancelled first; false when cancelled.
+pub async fn sleep_or_cancel(cancel: &CancellationToken, duration: Duration) -> bool {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(duration) => true,
+    }
+}
+
+/// Exponential backoff with jitter (backon), capped; restarted after every success.
+struct Backoff {
+    builder: ExponentialBuilder,
+    current: Option<ExponentialBackoff>,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            builder: ExponentialBuilder::default()
+                .with_min_delay(initial)
+                .with_max_delay(max)
+                .with_jitter()
+                .without_max_times(),
+            current: None,
+            max,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let builder = self.builder;
+        let delays = self.current.get_or_insert_with(|| builder.build());
+        delays.next().unwrap_or(self.max).min(self.max)
+    }
+
+    fn reset(&mut self) {
+        self.current = None;
+    }
+}
+
+/// The current run of consecutive failures, and how many of the latest were the same failure.
+#[derive(Default)]
+struct FailureRun {
+    count: u32,
+    same: u32,
+    since: Option<Instant>,
+    last_kind: Option<String>,
+}
+
+impl FailureRun {
+    fn record(&mut self, kind: &str) {
+        if self.last_kind.as_deref() == Some(kind) {
+            self.same += 1;
+        } else {
+            self.last_kind = Some(kind.to_owned());
+            self.same = 1;
+        }
+        self.count += 1;
+        self.since.get_or_insert_with(Instant::now);
+    }
+}
+
+/// An info heartbeat every 15 minutes while the queue stays empty, so silence in the log means trouble.
+struct IdleLog {
+    last_line: Instant,
+    polls: u64,
+}
+
+impl IdleLog {
+    fn new() -> IdleLog {
+        IdleLog {
+            last_line: Instant::now(),
+            polls: 0,
+        }
+    }
+
+    fn busy(&mut self) {
+        self.last_line = Instant::now();
+        self.polls = 0;
+    }
+
+    fn idle_poll(&mut self) {
+        self.polls += 1;
+        if self.last_line.elapsed() >= IDLE_HEARTBEAT {
+            tracing::info!(
+                empty_polls = self.polls,
+                "idle: the Booking.com queue is empty"
+            );
+            self.busy();
+        }
+    }
+}

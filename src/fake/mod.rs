@@ -1,0 +1,8 @@
+//! Built-in fakes of the outside world, over real HTTP on 127.0.0.1: the demo, the tests and the benchmarks
+//! all use these, so there is one implementation of each peer's semantics.
+
+pub mod ota;
+pub mod samples;
+
+pub use ota::{Endpoint, FakeAuth, FakeOta, FakeOtaOptions, Fault, Gate, HoldPoint, OtaState};
+pub use samples::{SampleMessage, guest_message, poison_message};

@@ -1,0 +1,212 @@
+//! The SQLite store: the single source of truth.
+//!
+//! One connection per process does all writing, on a dedicated thread, so SQLite work never blocks the async
+//! runtime and transactions never interleave. Operator commands open their own short-lived connections.
+
+mod messages;
+mod schema;
+mod tokens;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+pub use messages::{
+    BatchSummary, Committed, ConfirmCount, Element, IncomingBatch, NewMessage, Poison,
+};
+pub use schema::SCHEMA_VERSION;
+pub use tokens::Reservation;
+
+/// How long a writer waits for another connection's lock (operator commands run beside the daemon).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "store {path} is in use by another ota-relay process (lock {lock} is held); \
+         only one consumer may drain a queue into a store"
+    )]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("cannot open store {path}: {detail}")]
+    Open { path: PathBuf, detail: String },
+    #[error(
+        "store {path} has schema version {found}, newer than this ota-relay understands ({supported}); \
+         run the newer ota-relay or restore a backup made for this version"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("store error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the store thread has stopped")]
+    Closed,
+}
+
+impl StoreError {
+    /// True when the store cannot be used at all as it is (newer schema, corruption): a restart won't help.
+    pub fn is_data_error(&self) -> bool {
+        matches!(self, StoreError::TooNew { .. })
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A cheap, cloneable handle to the store thread.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: mpsc::Sender<Job>,
+    path: PathBuf,
+    // Held for the life of the process: the one-consumer-per-store lock.
+    _lock: Option<File>,
+}
+
+/// How a store is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// The daemon: takes the exclusive consumer lock, creates and migrates the store.
+    Consumer,
+    /// Operator commands beside a running daemon: no lock; the store must exist and be current.
+    Shared,
+}
+
+impl Store {
+    pub fn open(path: &Path, access: Access) -> Result<Store, StoreError> {
+        let lock = match access {
+            Access::Consumer => Some(take_lock(path)?),
+            Access::Shared => {
+                if !path.exists() {
+                    return Err(StoreError::Open {
+                        path: path.to_owned(),
+                        detail: "no such file (has ota-relay run yet?)".into(),
+                    });
+                }
+                None
+            }
+        };
+        let mut conn = connect(path)?;
+        schema::migrate(&mut conn, path, access == Access::Consumer)?;
+
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || {
+                let mut conn = conn;
+                while let Ok(job) = rx.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| StoreError::Open {
+                path: path.to_owned(),
+                detail: format!("cannot start the store thread: {e}"),
+            })?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                jobs,
+                path: path.to_owned(),
+                _lock: lock,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on the store thread and returns its result.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.inner.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn take_lock(path: &Path) -> Result<File, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: path.to_owned(),
+            detail: format!("cannot create directory {}: {e}", dir.display()),
+        })?;
+    }
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Open {
+            path: path.to_owned(),
+            detail: format!("cannot open lock file {}: {e}", lock_path.display()),
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            path: path.to_owned(),
+            lock: lock_path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Open {
+            path: path.to_owned(),
+            detail: format!("cannot lock {}: {e}", lock_path.display()),
+        }),
+    }
+}
+
+/// Opens a connection with the durability settings every writer must use.
+pub(crate) fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |e: rusqlite::Error| StoreError::Open {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    // WAL + synchronous=FULL: a commit is durable once COMMIT returns, which is what allows a confirm upstream.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(open_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Open {
+            path: path.to_owned(),
+            detail: format!("cannot switch to WAL journal mode (got {mode})"),
+        });
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(open_err)?;
+    Ok(conn)
+}
+
+/// Milliseconds since the Unix epoch: the store's time unit.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A store time as RFC 3339 UTC with milliseconds, for logs and reports.
+pub fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
+}

@@ -1,0 +1,118 @@
+//! Schema migrations, tracked in `PRAGMA user_version`. Each migration runs in one transaction together with
+//! the version bump, so a crash mid-migration leaves the previous version intact.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Times are Unix milliseconds (INTEGER); OTA timestamps are kept as the OTA sent them (TEXT).
+const MIGRATIONS: &[&str] = &[
+    // 1: the drained queue.
+    r#"
+    CREATE TABLE messages (
+        seq                    INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order; never reused
+        provider               TEXT NOT NULL,
+        message_id             TEXT NOT NULL,
+        conversation_id        TEXT,
+        conversation_type      TEXT,
+        conversation_reference TEXT,
+        property_id            TEXT,
+        sender_id              TEXT,
+        sender_role            TEXT,
+        sender_name            TEXT,
+        content                TEXT,
+        attachment_ids         TEXT NOT NULL DEFAULT '[]',         -- JSON array of strings
+        sent_at                TEXT,                               -- the OTA's timestamp, as sent
+        first_seen_at          INTEGER NOT NULL,
+        raw                    TEXT,                               -- the message object's exact bytes
+        UNIQUE (provider, message_id)
+    ) STRICT;
+
+    CREATE TABLE batches (
+        id          INTEGER PRIMARY KEY,
+        provider    TEXT NOT NULL,
+        fetched_at  INTEGER NOT NULL,
+        fetched     INTEGER NOT NULL,
+        new         INTEGER NOT NULL,
+        redelivered INTEGER NOT NULL,
+        quarantined INTEGER NOT NULL,
+        ruid        TEXT
+    ) STRICT;
+
+    -- Every fetched copy of every message, so redeliveries stay visible.
+    CREATE TABLE receipts (
+        id          INTEGER PRIMARY KEY,
+        batch_id    INTEGER NOT NULL REFERENCES batches(id),
+        provider    TEXT NOT NULL,
+        message_id  TEXT NOT NULL,
+        received_at INTEGER NOT NULL
+    ) STRICT;
+
+    -- Elements that could not be understood, kept byte for byte; a redelivered one bumps seen_count.
+    CREATE TABLE quarantine (
+        id            INTEGER PRIMARY KEY,
+        provider      TEXT NOT NULL,
+        raw_sha256    TEXT NOT NULL,
+        raw           TEXT NOT NULL,
+        reason        TEXT NOT NULL,
+        first_batch   INTEGER REFERENCES batches(id),
+        first_seen_at INTEGER NOT NULL,
+        last_seen_at  INTEGER NOT NULL,
+        seen_count    INTEGER NOT NULL DEFAULT 1,
+        UNIQUE (provider, raw_sha256)
+    ) STRICT;
+
+    -- When each token exchange was attempted (never the token): the 30-per-rolling-hour quota survives restarts.
+    CREATE TABLE token_exchanges (
+        at INTEGER NOT NULL
+    ) STRICT;
+
+    -- The drain loop's latest outcome per provider, for status and health.
+    CREATE TABLE source_state (
+        provider        TEXT PRIMARY KEY,
+        last_poll_at    INTEGER,
+        last_success_at INTEGER,
+        last_batch_at   INTEGER,
+        failing_since   INTEGER,
+        last_error      TEXT,
+        last_error_at   INTEGER
+    ) STRICT;
+    "#,
+];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(super) fn migrate(
+    conn: &mut Connection,
+    path: &Path,
+    may_upgrade: bool,
+) -> Result<(), StoreError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found < SCHEMA_VERSION && !may_upgrade {
+        return Err(StoreError::Open {
+            path: path.to_owned(),
+            detail: format!(
+                "schema version {found} is older than this ota-relay's ({SCHEMA_VERSION}); \
+                 restart the daemon with this version once to migrate it"
+            ),
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = index as i64 + 1;
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::info!(version, "store schema migrated");
+    }
+    Ok(())
+}
