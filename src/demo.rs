@@ -16,6 +16,9 @@ use crate::fake::{
 };
 use crate::store::{Access, Store};
 
+/// seq, message_id, conversation_reference, sender_role, content
+type SampleRow = (i64, String, Option<String>, Option<String>, Option<String>);
+
 pub struct DemoOptions {
     pub messages: u64,
     pub seed: u64,
@@ -107,7 +110,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
             ))
         })
         .await?;
-    let samples: Vec<(i64, String, Option<String>, Option<String>, Option<String>)> = store
+    let samples: Vec<SampleRow> = store
         .call(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT seq, message_id, conversation_reference, sender_role, content FROM messages ORDER BY seq LIMIT 3",

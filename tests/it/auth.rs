@@ -1,0 +1,226 @@
+//! Token-exchange authentication against the fake's token endpoint.
+
+use ota_relay::booking::FetchError;
+use ota_relay::booking::auth::AuthError;
+use ota_relay::drain::{DrainError, Drainer};
+use ota_relay::fake::{FakeOta, FakeOtaOptions, guest_message};
+use ota_relay::store::{Access, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::*;
+
+async fn token_fake(options: FakeOtaOptions, messages: u64) -> FakeOta {
+    let fake = FakeOta::start(FakeOtaOptions {
+        auth: token_fake_auth(),
+        ..options
+    })
+    .await
+    .unwrap();
+    fake.enqueue((0..messages).map(|i| guest_message(5, i)));
+    fake
+}
+
+fn quota_error(result: &Result<ota_relay::drain::BatchReport, DrainError>) -> Option<(i64, usize)> {
+    match result {
+        Err(DrainError::Fetch(FetchError::Auth(AuthError::QuotaExhausted { until_ms, used }))) => {
+            Some((*until_ms, *used))
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_reused_and_renewed_at_once_when_they_expire_early() {
+    // Each token stops working after 3 requests: a lifetime much shorter than the assumed hour.
+    let fake = token_fake(
+        FakeOtaOptions {
+            token_max_uses: Some(3),
+            ..FakeOtaOptions::default()
+        },
+        1000,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(
+        Drainer::new(&token_settings(&fake), store, cancel.clone())
+            .unwrap()
+            .run(),
+    );
+    within(
+        60,
+        "drained with token renewals",
+        fake.wait_for(|s| s.drained()),
+    )
+    .await;
+    cancel.cancel();
+    task.await.unwrap();
+
+    let (exchanges, unauthorized, violations, gets, puts) = fake.read(|s| {
+        (
+            s.token_exchanges.len(),
+            s.unauthorized,
+            s.violations.clone(),
+            s.gets,
+            s.puts,
+        )
+    });
+    assert!(violations.is_empty(), "{violations:?}");
+    assert_eq!(stored_ids(&dir.path().join("relay.db")).len(), 1000);
+    let accepted = gets + puts; // requests that got past authentication
+    assert!(exchanges >= 2, "tokens were renewed ({exchanges})");
+    // Reuse: a token serves 3 requests, so about a third as many exchanges as requests, never one per request.
+    assert!(
+        exchanges as u64 <= accepted / 3 + 2,
+        "{exchanges} exchanges for {accepted} requests"
+    );
+    assert!(
+        unauthorized <= exchanges as u64,
+        "one 401 per expired token at most ({unauthorized})"
+    );
+    assert_eq!(
+        count(
+            &dir.path().join("relay.db"),
+            "SELECT count(*) FROM token_exchanges"
+        ),
+        exchanges as i64,
+        "every exchange is logged in the store"
+    );
+}
+
+#[tokio::test]
+async fn the_hourly_token_quota_is_never_exceeded_even_across_restarts() {
+    // Every token works exactly once, so the client needs a new token for almost every request.
+    let fake = token_fake(
+        FakeOtaOptions {
+            token_max_uses: Some(1),
+            ..FakeOtaOptions::default()
+        },
+        5000,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    {
+        let store = Store::open(&path, Access::Consumer).unwrap();
+        let mut drainer =
+            Drainer::new(&token_settings(&fake), store, CancellationToken::new()).unwrap();
+        let mut quota = None;
+        for _ in 0..200 {
+            let result = drainer.drain_once().await;
+            if let Some(q) = quota_error(&result) {
+                quota = Some(q);
+                break;
+            }
+        }
+        let (until_ms, used) = quota.expect("the quota was reached");
+        assert_eq!(used, 30);
+        let wait_ms = until_ms - ota_relay::store::now_ms();
+        assert!(
+            wait_ms > 3_500_000,
+            "waits for the oldest exchange to leave the hour ({wait_ms} ms)"
+        );
+        assert_eq!(fake.read(|s| s.token_exchanges.len()), 30);
+        let text = format!("{}", AuthError::QuotaExhausted { until_ms, used });
+        assert!(text.contains("quota"), "{text}");
+    }
+    // A restart (new process state, same store) must not exchange again.
+    let store = Store::open(&path, Access::Consumer).unwrap();
+    let mut drainer =
+        Drainer::new(&token_settings(&fake), store, CancellationToken::new()).unwrap();
+    assert!(quota_error(&drainer.drain_once().await).is_some());
+    assert_eq!(
+        fake.read(|s| s.token_exchanges.len()),
+        30,
+        "no exchange after the restart"
+    );
+    assert!(fake.read(|s| s.violations.is_empty()));
+}
+
+#[tokio::test]
+async fn a_token_refused_from_the_start_is_a_credentials_problem_not_a_renewal_loop() {
+    let fake = token_fake(FakeOtaOptions::default(), 10).await;
+    fake.revoke_tokens(true);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
+    let mut drainer =
+        Drainer::new(&token_settings(&fake), store, CancellationToken::new()).unwrap();
+    for _ in 0..3 {
+        match drainer.drain_once().await {
+            Err(DrainError::Fetch(e)) => assert!(e.is_credentials(), "{e}"),
+            other => panic!("expected a credentials error, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        fake.read(|s| s.token_exchanges.len()),
+        1,
+        "the refused token is kept, not re-exchanged"
+    );
+    fake.revoke_tokens(false);
+    assert_eq!(drainer.drain_once().await.unwrap().confirmed, 10);
+}
+
+#[tokio::test]
+async fn a_rejected_client_secret_is_reported_without_revealing_it() {
+    let fake = token_fake(FakeOtaOptions::default(), 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
+    let mut settings = token_settings(&fake);
+    if let ota_relay::config::BookingAuth::Token { client_secret, .. } = &mut settings.auth {
+        *client_secret = ota_relay::config::Secret::inline("not-the-secret");
+    }
+    let mut drainer = Drainer::new(&settings, store, CancellationToken::new()).unwrap();
+    match drainer.drain_once().await {
+        Err(DrainError::Fetch(e @ FetchError::Auth(AuthError::Rejected { .. }))) => {
+            assert!(e.is_credentials());
+            assert!(
+                e.to_string().contains("client_secret"),
+                "names the key: {e}"
+            );
+            assert!(!e.to_string().contains("not-the-secret"));
+        }
+        other => panic!("expected a rejected exchange, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_binary_waits_on_an_exhausted_quota_after_a_restart_and_says_why() {
+    let fake = token_fake(FakeOtaOptions::default(), 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    // A previous run (or crash loop) already used the hour's 30 exchanges.
+    {
+        let store = Store::open(&path, Access::Consumer).unwrap();
+        for _ in 0..30 {
+            store
+                .reserve_token_exchange(ota_relay::store::now_ms(), 3_600_000, 30)
+                .await
+                .unwrap();
+        }
+    }
+    let config = dir.path().join("token.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\n[booking]\nbase_url = \"{}\"\nauth = \"token\"\nclient_id = \"relay-client\"\n\
+             client_secret = \"{CLIENT_SECRET}\"\ntoken_url = \"{}\"\n",
+            path.display(),
+            fake.base_url(),
+            fake.token_url()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::run(&config);
+    let line = daemon.wait_for_log("token exchange quota reached").await;
+    assert!(line.contains("30 tokens"), "{line}");
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        fake.read(|s| s.token_exchanges.len()),
+        0,
+        "no exchange was attempted"
+    );
+    assert!(!stderr.contains(CLIENT_SECRET));
+}
