@@ -35,20 +35,9 @@ fn process_figures(pid: u32) -> (u64, f64) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     let hz = 100.0; // USER_HZ on Linux
     (hwm_kb, ticks / hz)
 }
@@ -143,20 +132,10 @@ fn main() {
 }
 
 fn print_table(rows: &[Row]) {
-    let w0 = rows
-        .iter()
-        .map(|r| r.figure.len())
-        .max()
-        .unwrap_or(0)
-        .max(6);
+    let w0 = rows.iter().map(|r| r.figure.len()).max().unwrap_or(0).max(6);
     let w1 = rows.iter().map(|r| r.value.len()).max().unwrap_or(0).max(5);
     println!("{:w0$} | {:>w1$} | note", "figure", "value");
-    println!(
-        "{}-|-{}-|-{}",
-        "-".repeat(w0),
-        "-".repeat(w1),
-        "-".repeat(40)
-    );
+    println!("{}-|-{}-|-{}", "-".repeat(w0), "-".repeat(w1), "-".repeat(40));
     for r in rows {
         println!("{:w0$} | {:>w1$} | {}", r.figure, r.value, r.note);
     }

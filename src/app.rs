@@ -1,37 +1,51 @@
 //! The daemon: opens the store, starts the workers, and stops them on SIGTERM/SIGINT within a bound.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::drain::Drainer;
+use crate::forward::Forwarder;
 use crate::store::{Access, Store};
 
 /// Runs the daemon until `cancel` fires, then waits (bounded) for the workers to finish what they hold.
+/// `wake` wakes the delivery worker (new messages are committed, or an operator replayed dead letters).
 pub async fn serve(
     settings: &Settings,
     store: Store,
     cancel: CancellationToken,
+    wake: Arc<Notify>,
 ) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     let drainer = Drainer::new(&settings.booking, store.clone(), cancel.clone())
-        .context("cannot build the Booking.com HTTP client")?;
+        .context("cannot build the Booking.com HTTP client")?
+        .notify_on_commit(wake.clone());
     tracker.spawn(drainer.run());
+    match &settings.forward {
+        Some(forward) => {
+            let forwarder = Forwarder::new(forward, store.clone(), wake, cancel.clone())?;
+            tracker.spawn(forwarder.run());
+        }
+        None => tracing::info!("[forward] is not configured: messages are stored and wait in the outbox"),
+    }
     tracker.close();
 
     cancel.cancelled().await;
     let grace = shutdown_grace(settings);
     tracing::info!(
         grace_s = grace.as_secs(),
-        "shutting down: finishing the batch in flight"
+        "shutting down: finishing the batch and the deliveries in flight"
     );
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        // Safe anyway: a batch is confirmed only after it is committed, and an unconfirmed one is fetched again.
+        // Safe anyway: a batch is confirmed only after it is committed, and an unconfirmed one is fetched again;
+        // an unrecorded delivery is attempted again.
         tracing::warn!("workers did not stop within {grace:?}; exiting regardless");
     }
     Ok(())
@@ -39,7 +53,12 @@ pub async fn serve(
 
 /// Long enough for a commit and one confirm in flight; the unit's TimeoutStopSec must exceed it.
 pub fn shutdown_grace(settings: &Settings) -> Duration {
-    settings.booking.request_timeout * 2 + Duration::from_secs(5)
+    let drain = settings.booking.request_timeout * 2 + Duration::from_secs(5);
+    let forward = settings
+        .forward
+        .as_ref()
+        .map_or(Duration::ZERO, |f| f.request_timeout + Duration::from_secs(5));
+    drain.max(forward)
 }
 
 /// `ota-relay run`: the store is opened (and locked) before any worker starts.
@@ -57,30 +76,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "ota-relay started"
     );
     let cancel = CancellationToken::new();
-    let signals = listen_for_signals(cancel.clone())?;
-    let result = serve(&settings, store, cancel).await;
+    let wake = Arc::new(Notify::new());
+    let signals = listen_for_signals(cancel.clone(), wake.clone())?;
+    let result = serve(&settings, store, cancel, wake).await;
     signals.close();
     tracing::info!("ota-relay stopped");
     result
 }
 
-/// SIGTERM and SIGINT cancel `cancel`; SIGHUP is logged (reload is handled by the ops layer when present).
-fn listen_for_signals(cancel: CancellationToken) -> anyhow::Result<signal_hook_tokio::Handle> {
-    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP])
+/// SIGTERM and SIGINT cancel `cancel`; SIGUSR1 (sent by operator commands) wakes the delivery worker.
+fn listen_for_signals(cancel: CancellationToken, wake: Arc<Notify>) -> anyhow::Result<signal_hook_tokio::Handle> {
+    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("cannot install signal handlers")?;
     let handle = signals.handle();
     tokio::spawn(async move {
         while let Some(signal) = signals.next().await {
             match signal {
-                SIGHUP => tracing::info!(
-                    "SIGHUP received; configuration reload is not supported by this version"
-                ),
+                SIGHUP => tracing::info!("SIGHUP received; configuration reload is not supported by this version"),
+                SIGUSR1 => {
+                    tracing::debug!("SIGUSR1: looking at the outbox");
+                    wake.notify_one();
+                }
                 _ => {
-                    let name = if signal == SIGTERM {
-                        "SIGTERM"
-                    } else {
-                        "SIGINT"
-                    };
+                    let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
                     tracing::info!(signal = name, "shutdown requested");
                     cancel.cancel();
                 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, ConfigError, DEFAULT_CONFIG_PATH};
 use crate::store::StoreError;
@@ -57,6 +57,31 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         keep: Option<PathBuf>,
     },
+    /// Inspect and replay deliveries the PMS never accepted (works while the daemon runs).
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// List dead letters: deliveries that failed past forward.retry.give_up_after, or got 410 Gone.
+    List {
+        /// One JSON array on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make dead letters pending again, with a fresh retry budget; a running daemon sends them at once.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ReplayArgs {
+    /// The message id of the dead letter to replay.
+    message_id: Option<String>,
+    /// Replay every dead letter.
+    #[arg(long)]
+    all: bool,
 }
 
 pub fn main() -> ExitCode {
@@ -80,20 +105,41 @@ pub fn main() -> ExitCode {
             crate::telemetry::init(&settings.log);
             finish(runtime().and_then(|rt| rt.block_on(crate::app::run(settings))))
         }
-        Command::Demo {
-            messages,
-            seed,
-            keep,
-        } => {
+        Command::DeadLetters(command) => {
+            let settings = match config::load_for_tools(&cli.config) {
+                Ok(settings) => settings,
+                Err(e) => return config_failed(&e),
+            };
+            let store = &settings.store.path;
+            let result = match command {
+                DeadLettersCommand::List { json } => crate::ops::dead_letters::list(store, json).map(|out| (true, out)),
+                DeadLettersCommand::Replay(args) => {
+                    let which = match args.message_id {
+                        Some(id) if !args.all => crate::forward::outbox::Replay::MessageId(id),
+                        _ => crate::forward::outbox::Replay::All,
+                    };
+                    // An unknown message id is an error; "replay all" with nothing to replay is not.
+                    let all = matches!(which, crate::forward::outbox::Replay::All);
+                    crate::ops::dead_letters::replay(store, &which).map(|(n, out)| (n > 0 || all, out))
+                }
+            };
+            match result {
+                Ok((ok, out)) => {
+                    print!("{out}");
+                    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+                }
+                Err(e) => {
+                    eprintln!("ota-relay: {e}");
+                    ExitCode::from(if e.is_data_error() { EX_DATAERR } else { 1 })
+                }
+            }
+        }
+        Command::Demo { messages, seed, keep } => {
             crate::telemetry::init(&config::LogSettings {
                 format: config::LogFormat::Pretty,
                 level: "info".into(),
             });
-            let options = crate::demo::DemoOptions {
-                messages,
-                seed,
-                keep,
-            };
+            let options = crate::demo::DemoOptions { messages, seed, keep };
             match runtime().and_then(|rt| rt.block_on(crate::demo::run(options))) {
                 Ok(report) => {
                     print!("{report}");
@@ -106,9 +152,7 @@ pub fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn config_failed(error: &ConfigError) -> ExitCode {

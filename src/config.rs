@@ -17,14 +17,14 @@ pub const DEFAULT_TOKEN_URL: &str =
     "https://connectivity-authentication.booking.com/token-based-authentication/exchange";
 pub const ENV_BOOKING_PASSWORD: &str = "OTA_RELAY_BOOKING_PASSWORD";
 pub const ENV_BOOKING_CLIENT_SECRET: &str = "OTA_RELAY_BOOKING_CLIENT_SECRET";
+pub const ENV_FORWARD_SECRET: &str = "OTA_RELAY_FORWARD_SECRET";
+/// Standard Webhooks secrets are "whsec_" + base64 of the key; shorter keys are refused as too weak.
+const MIN_WEBHOOK_KEY_BYTES: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read the configuration: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {key}: {message}")]
     Invalid {
         path: PathBuf,
@@ -40,6 +40,8 @@ pub struct Settings {
     pub store: StoreSettings,
     pub booking: BookingSettings,
     pub log: LogSettings,
+    /// Absent: nothing is sent; deliveries wait in the outbox until it is configured.
+    pub forward: Option<ForwardSettings>,
     /// Legal but suspicious choices, reported by `check-config` and logged at start.
     pub warnings: Vec<String>,
 }
@@ -70,6 +72,24 @@ pub enum BookingAuth {
         client_secret: Secret,
         token_url: Url,
     },
+}
+
+#[derive(Debug, Clone)]
+pub struct ForwardSettings {
+    pub url: Url,
+    /// The first signs as current; the rest are also signed with during a rotation.
+    pub secrets: Vec<Secret>,
+    pub request_timeout: Duration,
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub initial_interval: Duration,
+    pub max_interval: Duration,
+    /// Counted from the first attempt; then the delivery becomes a dead letter.
+    pub give_up_after: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -104,6 +124,13 @@ impl Secret {
         self.value.expose_secret()
     }
 
+    fn unresolved() -> Secret {
+        Secret {
+            value: SecretString::from(String::new()),
+            source: SecretSource::Key("(not read by operator commands)".into()),
+        }
+    }
+
     #[doc(hidden)] // the built-in demo and tests configure secrets directly
     pub fn inline(value: &str) -> Secret {
         Secret {
@@ -133,6 +160,38 @@ struct RawConfig {
     booking: Option<RawBooking>,
     #[serde(default)]
     log: RawLog,
+    forward: Option<RawForward>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    url: Option<String>,
+    secret: Option<OneOrMany>,
+    secret_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+    concurrency: Option<i64>,
+    #[serde(default)]
+    retry: RawRetry,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    #[serde(default, with = "humantime_serde")]
+    initial_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    max_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    give_up_after: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -189,20 +248,36 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 }
 
 /// Parses configuration text; `env` looks up environment variables (injectable for tests).
-pub fn parse(
+pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+    parse_with(path, text, env, true)
+}
+
+/// For operator commands (status, dead letters, backups): the whole file is validated except that secrets are
+/// not resolved, since they may only be readable by the service (systemd credentials, its environment).
+pub fn load_for_tools(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_with(path, &text, &|_| None, false)
+}
+
+fn parse_with(
     path: &Path,
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    resolve_secrets: bool,
 ) -> Result<Settings, ConfigError> {
     let raw: RawConfig = deserialize(path, text)?;
-    let ctx = Ctx { path, env };
+    let ctx = Ctx {
+        path,
+        env,
+        resolve_secrets,
+    };
     let mut warnings = Vec::new();
 
     let store = StoreSettings {
-        path: raw
-            .store
-            .path
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_PATH)),
+        path: raw.store.path.unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_PATH)),
     };
     if store.path.as_os_str().is_empty() {
         return Err(ctx.invalid("store.path", "must not be empty"));
@@ -215,14 +290,16 @@ pub fn parse(
 
     let level = raw.log.level.unwrap_or_else(|| "info".into());
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&level) {
-        return Err(ctx.invalid(
-            "log.level",
-            &format!("{level:?} is not a valid filter: {e}"),
-        ));
+        return Err(ctx.invalid("log.level", &format!("{level:?} is not a valid filter: {e}")));
     }
     let log = LogSettings {
         format: raw.log.format.unwrap_or(LogFormat::Pretty),
         level,
+    };
+
+    let forward = match raw.forward {
+        Some(f) => Some(ctx.forward(f, &mut warnings)?),
+        None => None,
     };
 
     Ok(Settings {
@@ -230,6 +307,7 @@ pub fn parse(
         store,
         booking,
         log,
+        forward,
         warnings,
     })
 }
@@ -247,8 +325,8 @@ fn deserialize<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Resul
             message,
         }
     };
-    let de = toml::Deserializer::parse(text)
-        .map_err(|e| located("(syntax)".into(), e.message().to_owned(), e.span()))?;
+    let de =
+        toml::Deserializer::parse(text).map_err(|e| located("(syntax)".into(), e.message().to_owned(), e.span()))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = match e.path().to_string() {
             p if p == "." => "(top level)".to_owned(),
@@ -262,6 +340,7 @@ fn deserialize<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Resul
 struct Ctx<'a> {
     path: &'a Path,
     env: &'a dyn Fn(&str) -> Option<String>,
+    resolve_secrets: bool,
 }
 
 impl Ctx<'_> {
@@ -273,11 +352,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn booking(
-        &self,
-        raw: RawBooking,
-        warnings: &mut Vec<String>,
-    ) -> Result<BookingSettings, ConfigError> {
+    fn booking(&self, raw: RawBooking, warnings: &mut Vec<String>) -> Result<BookingSettings, ConfigError> {
         let base_url = self.url(
             "booking.base_url",
             raw.base_url.as_deref().unwrap_or(DEFAULT_BOOKING_BASE_URL),
@@ -291,15 +366,11 @@ impl Ctx<'_> {
                     &[
                         ("booking.client_id", raw.client_id.is_some()),
                         ("booking.client_secret", raw.client_secret.is_some()),
-                        (
-                            "booking.client_secret_file",
-                            raw.client_secret_file.is_some(),
-                        ),
+                        ("booking.client_secret_file", raw.client_secret_file.is_some()),
                         ("booking.token_url", raw.token_url.is_some()),
                     ],
                 )?;
-                let username =
-                    self.required("booking.username", raw.username, "auth = \"basic\"")?;
+                let username = self.required("booking.username", raw.username, "auth = \"basic\"")?;
                 let password = self.secret(
                     ("booking.password", raw.password),
                     ("booking.password_file", raw.password_file),
@@ -316,8 +387,7 @@ impl Ctx<'_> {
                         ("booking.password_file", raw.password_file.is_some()),
                     ],
                 )?;
-                let client_id =
-                    self.required("booking.client_id", raw.client_id, "auth = \"token\"")?;
+                let client_id = self.required("booking.client_id", raw.client_id, "auth = \"token\"")?;
                 let client_secret = self.secret(
                     ("booking.client_secret", raw.client_secret),
                     ("booking.client_secret_file", raw.client_secret_file),
@@ -355,6 +425,103 @@ impl Ctx<'_> {
         })
     }
 
+    fn forward(&self, raw: RawForward, warnings: &mut Vec<String>) -> Result<ForwardSettings, ConfigError> {
+        let url = raw
+            .url
+            .ok_or_else(|| self.invalid("forward.url", "is required in [forward]"))?;
+        let url = self.url_with_query("forward.url", &url, warnings)?;
+        let secrets = self.webhook_secrets(raw.secret, raw.secret_file)?;
+        let request_timeout = self.duration("forward.request_timeout", raw.request_timeout, 15)?;
+        let concurrency = match raw.concurrency {
+            None => 8,
+            Some(n @ 1..=256) => n as usize,
+            Some(n) => return Err(self.invalid("forward.concurrency", &format!("{n} is not between 1 and 256"))),
+        };
+        let retry = RetryPolicy {
+            initial_interval: self.duration("forward.retry.initial_interval", raw.retry.initial_interval, 5)?,
+            max_interval: self.duration("forward.retry.max_interval", raw.retry.max_interval, 3600)?,
+            give_up_after: self.duration("forward.retry.give_up_after", raw.retry.give_up_after, 72 * 3600)?,
+        };
+        if retry.max_interval < retry.initial_interval {
+            return Err(self.invalid(
+                "forward.retry.max_interval",
+                "must not be shorter than forward.retry.initial_interval",
+            ));
+        }
+        Ok(ForwardSettings {
+            url,
+            secrets,
+            request_timeout,
+            concurrency,
+            retry,
+        })
+    }
+
+    /// One source, as for every secret; the key may hold several (rotation), the file one per line.
+    fn webhook_secrets(&self, inline: Option<OneOrMany>, file: Option<PathBuf>) -> Result<Vec<Secret>, ConfigError> {
+        if !self.resolve_secrets {
+            return Ok(vec![Secret::unresolved()]);
+        }
+        let (key, file_key) = ("forward.secret", "forward.secret_file");
+        let from_env = (self.env)(ENV_FORWARD_SECRET).filter(|v| !v.trim().is_empty());
+        let (values, source): (Vec<String>, SecretSource) = match (inline, file, from_env) {
+            (Some(_), Some(_), _) => {
+                return Err(self.invalid(key, &format!("{key} and {file_key} are both set; use one of them")));
+            }
+            (Some(_), None, Some(_)) => {
+                return Err(self.invalid(
+                    key,
+                    &format!("{key} and the environment variable {ENV_FORWARD_SECRET} are both set; use one of them"),
+                ));
+            }
+            (None, Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    file_key,
+                    &format!(
+                        "{file_key} and the environment variable {ENV_FORWARD_SECRET} are both set; use one of them"
+                    ),
+                ));
+            }
+            (Some(OneOrMany::One(s)), None, None) => (vec![s], SecretSource::Key(key.into())),
+            (Some(OneOrMany::Many(list)), None, None) => (list, SecretSource::Key(key.into())),
+            (None, Some(path), None) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| self.invalid(file_key, &format!("cannot read {}: {e}", path.display())))?;
+                let lines = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                (lines, SecretSource::File(path))
+            }
+            (None, None, Some(v)) => (
+                v.split_whitespace().map(str::to_owned).collect(),
+                SecretSource::Env(ENV_FORWARD_SECRET),
+            ),
+            (None, None, None) => {
+                return Err(self.invalid(
+                    key,
+                    &format!("no signing secret configured: set {key}, {file_key}, or the environment variable {ENV_FORWARD_SECRET}"),
+                ));
+            }
+        };
+        if values.is_empty() {
+            return Err(self.invalid(key, &format!("no secret found {source}")));
+        }
+        let mut secrets = Vec::new();
+        for (i, value) in values.into_iter().enumerate() {
+            if let Err(problem) = webhook_key(&value) {
+                return Err(self.invalid(key, &format!("secret #{} {source}: {problem}", i + 1)));
+            }
+            secrets.push(Secret {
+                value: SecretString::from(value),
+                source: source.clone(),
+            });
+        }
+        Ok(secrets)
+    }
+
     fn forbid_other_mode(&self, mode: &str, keys: &[(&str, bool)]) -> Result<(), ConfigError> {
         match keys.iter().find(|(_, set)| *set) {
             Some((key, _)) => Err(self.invalid(
@@ -365,12 +532,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn required(
-        &self,
-        key: &str,
-        value: Option<String>,
-        because: &str,
-    ) -> Result<String, ConfigError> {
+    fn required(&self, key: &str, value: Option<String>, because: &str) -> Result<String, ConfigError> {
         match value {
             Some(v) if !v.trim().is_empty() => Ok(v),
             Some(_) => Err(self.invalid(key, "must not be empty")),
@@ -385,20 +547,18 @@ impl Ctx<'_> {
         (file_key, file): (&str, Option<PathBuf>),
         env_var: &'static str,
     ) -> Result<Secret, ConfigError> {
+        if !self.resolve_secrets {
+            return Ok(Secret::unresolved());
+        }
         let from_env = (self.env)(env_var).filter(|v| !v.is_empty());
         let (value, source) = match (inline, file, from_env) {
             (Some(_), Some(_), _) => {
-                return Err(self.invalid(
-                    key,
-                    &format!("{key} and {file_key} are both set; use one of them"),
-                ));
+                return Err(self.invalid(key, &format!("{key} and {file_key} are both set; use one of them")));
             }
             (Some(_), None, Some(_)) => {
                 return Err(self.invalid(
                     key,
-                    &format!(
-                        "{key} and the environment variable {env_var} are both set; use one of them"
-                    ),
+                    &format!("{key} and the environment variable {env_var} are both set; use one of them"),
                 ));
             }
             (None, Some(_), Some(_)) => {
@@ -409,9 +569,8 @@ impl Ctx<'_> {
             }
             (Some(v), None, None) => (v, SecretSource::Key(key.to_owned())),
             (None, Some(path), None) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    self.invalid(file_key, &format!("cannot read {}: {e}", path.display()))
-                })?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| self.invalid(file_key, &format!("cannot read {}: {e}", path.display())))?;
                 let trimmed = text.strip_suffix('\n').unwrap_or(&text);
                 let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned();
                 (trimmed, SecretSource::File(path))
@@ -434,8 +593,16 @@ impl Ctx<'_> {
     }
 
     fn url(&self, key: &str, value: &str, warnings: &mut Vec<String>) -> Result<Url, ConfigError> {
-        let url = Url::parse(value)
-            .map_err(|e| self.invalid(key, &format!("{value:?} is not a URL: {e}")))?;
+        let url = self.url_with_query(key, value, warnings)?;
+        if url.query().is_some() {
+            return Err(self.invalid(key, "must not have a query"));
+        }
+        Ok(url)
+    }
+
+    /// A webhook URL may carry a query (some receivers route or authenticate by it); it is never logged.
+    fn url_with_query(&self, key: &str, value: &str, warnings: &mut Vec<String>) -> Result<Url, ConfigError> {
+        let url = Url::parse(value).map_err(|e| self.invalid(key, &format!("{value:?} is not a URL: {e}")))?;
         match url.scheme() {
             "https" => {}
             "http" => {
@@ -451,8 +618,8 @@ impl Ctx<'_> {
                 return Err(self.invalid(key, &format!("scheme {other:?} is not http or https")));
             }
         }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(self.invalid(key, "must not have a query or fragment"));
+        if url.fragment().is_some() {
+            return Err(self.invalid(key, "must not have a fragment"));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(self.invalid(key, "must not embed credentials; use the credential keys"));
@@ -460,18 +627,31 @@ impl Ctx<'_> {
         Ok(url)
     }
 
-    fn duration(
-        &self,
-        key: &str,
-        value: Option<Duration>,
-        default_secs: u64,
-    ) -> Result<Duration, ConfigError> {
+    fn duration(&self, key: &str, value: Option<Duration>, default_secs: u64) -> Result<Duration, ConfigError> {
         match value {
             Some(d) if d.is_zero() => Err(self.invalid(key, "must be longer than zero")),
             Some(d) => Ok(d),
             None => Ok(Duration::from_secs(default_secs)),
         }
     }
+}
+
+/// The HMAC key of a Standard Webhooks secret: the base64 after `whsec_`.
+pub fn webhook_key(secret: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let encoded = secret
+        .strip_prefix("whsec_")
+        .ok_or("must start with \"whsec_\" (Standard Webhooks format: whsec_ + base64)")?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| "the part after whsec_ is not valid base64".to_owned())?;
+    if key.len() < MIN_WEBHOOK_KEY_BYTES {
+        return Err(format!(
+            "the key is {} bytes; at least {MIN_WEBHOOK_KEY_BYTES} are required",
+            key.len()
+        ));
+    }
+    Ok(key)
 }
 
 // ---- effective settings, as `check-config` prints them --------------------------------------------
@@ -499,11 +679,7 @@ impl Settings {
                 token_url,
             } => {
                 let _ = writeln!(out, "auth = \"token\"\nclient_id = {}", quote(client_id));
-                let _ = writeln!(
-                    out,
-                    "client_secret = \"********\"  # {}",
-                    client_secret.source
-                );
+                let _ = writeln!(out, "client_secret = \"********\"  # {}", client_secret.source);
                 let _ = writeln!(out, "token_url = {}", quote(token_url.as_str()));
             }
         }
@@ -524,6 +700,31 @@ impl Settings {
             "\n[log]\nformat = \"{format}\"\nlevel = {}",
             quote(&self.log.level)
         );
+        if let Some(f) = &self.forward {
+            let masked = vec!["\"********\""; f.secrets.len()].join(", ");
+            let _ = writeln!(out, "\n[forward]\nurl = {}", quote(f.url.as_str()));
+            let _ = writeln!(out, "secret = [{masked}]  # {}", f.secrets[0].source);
+            let _ = writeln!(
+                out,
+                "request_timeout = \"{}\"",
+                humantime::format_duration(f.request_timeout)
+            );
+            let _ = writeln!(out, "concurrency = {}", f.concurrency);
+            let r = &f.retry;
+            let _ = writeln!(out, "\n[forward.retry]");
+            for (key, d) in [
+                ("initial_interval", r.initial_interval),
+                ("max_interval", r.max_interval),
+                ("give_up_after", r.give_up_after),
+            ] {
+                let _ = writeln!(out, "{key} = \"{}\"", humantime::format_duration(d));
+            }
+        } else {
+            let _ = writeln!(
+                out,
+                "\n# [forward] is not configured: messages are stored and wait in the outbox."
+            );
+        }
         out
     }
 }

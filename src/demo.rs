@@ -9,10 +9,11 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    BookingAuth, BookingSettings, LogFormat, LogSettings, Secret, Settings, StoreSettings,
+    BookingAuth, BookingSettings, ForwardSettings, LogFormat, LogSettings, RetryPolicy, Secret, Settings, StoreSettings,
 };
 use crate::fake::{
-    Endpoint, FakeAuth, FakeOta, FakeOtaOptions, Fault, guest_message, poison_message,
+    Endpoint, FakeAuth, FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, Fault, PmsReply, guest_message,
+    poison_message,
 };
 use crate::store::{Access, Store};
 
@@ -59,9 +60,21 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
         fake.inject(endpoint, fault);
     }
 
-    let dir = tempfile::Builder::new()
-        .prefix("ota-relay-demo")
-        .tempdir()?;
+    let pms = FakePms::start(FakePmsOptions::default())
+        .await
+        .context("cannot start the fake PMS")?;
+    for reply in [
+        PmsReply::Status(500),
+        PmsReply::RetryAfter {
+            status: 503,
+            seconds: 1,
+        },
+        PmsReply::Status(502),
+    ] {
+        pms.reply_next(reply);
+    }
+
+    let dir = tempfile::Builder::new().prefix("ota-relay-demo").tempdir()?;
     let store_path = match &options.keep {
         Some(path) => path.clone(),
         None => dir.path().join("relay.db"),
@@ -84,6 +97,17 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
             format: LogFormat::Pretty,
             level: "info".into(),
         },
+        forward: Some(ForwardSettings {
+            url: pms.url().parse()?,
+            secrets: vec![Secret::inline(pms.secret())],
+            request_timeout: Duration::from_secs(2),
+            concurrency: 8,
+            retry: RetryPolicy {
+                initial_interval: Duration::from_millis(100),
+                max_interval: Duration::from_secs(1),
+                give_up_after: Duration::from_secs(3600),
+            },
+        }),
         warnings: Vec::new(),
     };
     let path = settings.store.path.clone();
@@ -91,11 +115,18 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
     let cancel = CancellationToken::new();
     let daemon = tokio::spawn({
         let (settings, store, cancel) = (settings.clone(), store.clone(), cancel.clone());
-        async move { crate::app::serve(&settings, store, cancel).await }
+        async move { crate::app::serve(&settings, store, cancel, Default::default()).await }
     });
     tokio::time::timeout(Duration::from_secs(120), fake.wait_for(|s| s.drained()))
         .await
         .context("the demo did not drain the fake queue within 120 s")?;
+    let expected = options.messages as usize;
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        pms.wait_for(|s| s.accepted_count() >= expected),
+    )
+    .await
+    .context("the fake PMS did not receive every message within 120 s")?;
     cancel.cancel();
     daemon.await??;
 
@@ -132,10 +163,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
             s.violations.clone(),
         )
     });
-    let _ = writeln!(
-        out,
-        "ota-relay demo: drained the built-in fake Booking.com queue"
-    );
+    let _ = writeln!(out, "ota-relay demo: drained the built-in fake Booking.com queue");
     let _ = writeln!(
         out,
         "  upstream  enqueued {} messages and {} poison elements",
@@ -145,10 +173,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
         out,
         "            {gets} GETs, {puts} PUTs confirming {confirmed}; {faults} injected faults"
     );
-    let _ = writeln!(
-        out,
-        "            {redeliveries} confirmed messages delivered again"
-    );
+    let _ = writeln!(out, "            {redeliveries} confirmed messages delivered again");
     let _ = writeln!(
         out,
         "  store     {messages} messages stored once each, in {batches} batches"
@@ -158,10 +183,22 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
         "            {} redelivered copies recognised, {quarantined} quarantined",
         receipts - messages
     );
+    let (pms_requests, delivered, duplicates, bad_signatures) =
+        pms.read(|s| (s.requests, s.accepted_count(), s.duplicates(), s.bad_signatures));
+    let _ = writeln!(
+        out,
+        "  PMS       {delivered} messages delivered and accepted, every signature verified"
+    );
+    let _ = writeln!(
+        out,
+        "            {pms_requests} requests ({} refused by injected PMS failures and retried), {duplicates} duplicates",
+        pms_requests.saturating_sub(delivered as u64 + duplicates)
+    );
     let _ = writeln!(
         out,
         "  checks    {}",
-        if violations.is_empty() && messages as u64 == options.messages {
+        if violations.is_empty() && messages as u64 == options.messages && delivered == expected && bad_signatures == 0
+        {
             "no confirm exceeded what was fetched; nothing lost, nothing stored twice".to_owned()
         } else {
             format!(
@@ -173,11 +210,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
     let _ = writeln!(out, "  first messages:");
     for (seq, id, reference, role, content) in samples {
         let content = content.unwrap_or_default();
-        let excerpt: String = content
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(48)
-            .collect();
+        let excerpt: String = content.chars().filter(|c| !c.is_control()).take(48).collect();
         let _ = writeln!(
             out,
             "    #{seq} {id} reservation {} from {}: {excerpt}",

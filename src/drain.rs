@@ -44,13 +44,8 @@ pub enum DrainError {
     #[error("cannot store the fetched batch (nothing was confirmed): {0}")]
     Store(#[from] StoreError),
     /// The batch is stored but the confirm's outcome is unknown; it is not repeated.
-    #[error(
-        "batch stored, but the confirm's outcome is unknown and it is not repeated; fetching again: {source}"
-    )]
-    ConfirmUnknown {
-        report: BatchReport,
-        source: FetchError,
-    },
+    #[error("batch stored, but the confirm's outcome is unknown and it is not repeated; fetching again: {source}")]
+    ConfirmUnknown { report: BatchReport, source: FetchError },
     #[error("shutting down")]
     Cancelled,
 }
@@ -85,11 +80,7 @@ pub struct Drainer {
 }
 
 impl Drainer {
-    pub fn new(
-        settings: &BookingSettings,
-        store: Store,
-        cancel: CancellationToken,
-    ) -> Result<Drainer, reqwest::Error> {
+    pub fn new(settings: &BookingSettings, store: Store, cancel: CancellationToken) -> Result<Drainer, reqwest::Error> {
         Ok(Drainer {
             client: BookingClient::new(settings, store.clone())?,
             store,
@@ -202,11 +193,7 @@ impl Drainer {
         if self.failures.count > 0 {
             tracing::info!(
                 failures = self.failures.count,
-                failing_for_s = self
-                    .failures
-                    .since
-                    .map(|s| s.elapsed().as_secs())
-                    .unwrap_or(0),
+                failing_for_s = self.failures.since.map(|s| s.elapsed().as_secs()).unwrap_or(0),
                 "Booking.com queue reachable again"
             );
         }
@@ -240,8 +227,7 @@ impl Drainer {
         let fetch = error.fetch_error();
         let wait = match fetch {
             Some(FetchError::Auth(AuthError::QuotaExhausted { until_ms, .. })) => {
-                Duration::from_millis((until_ms - now_ms()).max(0) as u64)
-                    + Duration::from_millis(50)
+                Duration::from_millis((until_ms - now_ms()).max(0) as u64) + Duration::from_millis(50)
             }
             Some(e) if e.is_credentials() => self.backoff.max,
             Some(e) => {
@@ -365,10 +351,7 @@ impl IdleLog {
     fn idle_poll(&mut self) {
         self.polls += 1;
         if self.last_line.elapsed() >= IDLE_HEARTBEAT {
-            tracing::info!(
-                empty_polls = self.polls,
-                "idle: the Booking.com queue is empty"
-            );
+            tracing::info!(empty_polls = self.polls, "idle: the Booking.com queue is empty");
             self.busy();
         }
     }

@@ -33,18 +33,11 @@ pub enum BodyError {
 }
 
 /// Reads a body chunk by chunk, refusing it as soon as it grows past `limit` (decompressed size counts).
-pub async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, BodyError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > limit as u64)
-    {
+pub async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|len| len > limit as u64) {
         return Err(BodyError::TooLarge { limit });
     }
-    let mut body =
-        Vec::with_capacity(response.content_length().unwrap_or(16 * 1024).min(1 << 20) as usize);
+    let mut body = Vec::with_capacity(response.content_length().unwrap_or(16 * 1024).min(1 << 20) as usize);
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
         if body.len() + chunk.len() > limit {
             return Err(BodyError::TooLarge { limit });

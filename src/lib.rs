@@ -11,6 +11,8 @@ pub mod config;
 pub mod demo;
 pub mod drain;
 pub mod fake;
+pub mod forward;
 pub mod http;
+pub mod ops;
 pub mod store;
 pub mod telemetry;

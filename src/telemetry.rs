@@ -21,9 +21,7 @@ impl LogHandle {
         if std::env::var_os("RUST_LOG").is_some() {
             return Ok(());
         }
-        let filter = EnvFilter::builder()
-            .parse(level)
-            .map_err(|e| e.to_string())?;
+        let filter = EnvFilter::builder().parse(level).map_err(|e| e.to_string())?;
         self.reload.reload(filter).map_err(|e| e.to_string())
     }
 }

@@ -93,19 +93,12 @@ pub struct TokenAuth {
 
 impl Auth {
     pub fn basic(username: &str, password: &Secret) -> Auth {
-        let encoded = base64::engine::general_purpose::STANDARD
-            .encode(format!("{username}:{}", password.expose()));
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose()));
         // base64 is always a valid header value.
         Auth::Basic(sensitive(&format!("Basic {encoded}")).expect("base64 is ASCII"))
     }
 
-    pub fn token(
-        client_id: &str,
-        client_secret: &Secret,
-        token_url: Url,
-        http: reqwest::Client,
-        store: Store,
-    ) -> Auth {
+    pub fn token(client_id: &str, client_secret: &Secret, token_url: Url, http: reqwest::Client, store: Store) -> Auth {
         Auth::Token(TokenAuth {
             client_id: client_id.to_owned(),
             client_secret: client_secret.clone(),
@@ -185,10 +178,7 @@ impl TokenAuth {
             .await
             .map_err(|e| AuthError::Exchange(http::chain(&e)))?;
         let status = response.status();
-        if status == StatusCode::UNAUTHORIZED
-            || status == StatusCode::FORBIDDEN
-            || status == StatusCode::BAD_REQUEST
-        {
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN || status == StatusCode::BAD_REQUEST {
             return Err(AuthError::Rejected {
                 status: status.as_u16(),
             });
@@ -209,22 +199,15 @@ impl TokenAuth {
         if answer.jwt.is_empty() {
             return Err(AuthError::Exchange("the answer's jwt is empty".into()));
         }
-        let lifetime = answer
-            .expires_in
-            .map(Duration::from_secs)
-            .unwrap_or(ASSUMED_LIFETIME);
-        let header = sensitive(&format!("Bearer {}", answer.jwt)).ok_or_else(|| {
-            AuthError::Exchange("the answer's jwt is not a valid header value".into())
-        })?;
+        let lifetime = answer.expires_in.map(Duration::from_secs).unwrap_or(ASSUMED_LIFETIME);
+        let header = sensitive(&format!("Bearer {}", answer.jwt))
+            .ok_or_else(|| AuthError::Exchange("the answer's jwt is not a valid header value".into()))?;
         let token = Arc::new(IssuedToken {
             header,
             renew_at: started + lifetime.saturating_sub(renewal_margin(lifetime)),
             accepted: AtomicBool::new(false),
         });
-        tracing::info!(
-            lifetime_s = lifetime.as_secs(),
-            "obtained a new Booking.com token"
-        );
+        tracing::info!(lifetime_s = lifetime.as_secs(), "obtained a new Booking.com token");
         *current = Some(token.clone());
         Ok(Credential {
             header: token.header.clone(),

@@ -60,9 +60,7 @@ pub enum FetchError {
 }
 
 fn ruid_suffix(ruid: &Option<String>) -> String {
-    ruid.as_ref()
-        .map(|r| format!(" (ruid {r})"))
-        .unwrap_or_default()
+    ruid.as_ref().map(|r| format!(" (ruid {r})")).unwrap_or_default()
 }
 
 impl FetchError {
@@ -113,22 +111,14 @@ impl BookingClient {
     pub fn new(settings: &BookingSettings, store: Store) -> Result<BookingClient, reqwest::Error> {
         let http = http::client(settings.request_timeout)?;
         let base = settings.base_url.as_str().trim_end_matches('/');
-        let endpoint = |path: &str| {
-            Url::parse(&format!("{base}{path}")).expect("base_url was validated as a URL")
-        };
+        let endpoint = |path: &str| Url::parse(&format!("{base}{path}")).expect("base_url was validated as a URL");
         let auth = match &settings.auth {
             BookingAuth::Basic { username, password } => Auth::basic(username, password),
             BookingAuth::Token {
                 client_id,
                 client_secret,
                 token_url,
-            } => Auth::token(
-                client_id,
-                client_secret,
-                token_url.clone(),
-                http.clone(),
-                store,
-            ),
+            } => Auth::token(client_id, client_secret, token_url.clone(), http.clone(), store),
         };
         Ok(BookingClient {
             latest_url: endpoint("/messaging/messages/latest"),
@@ -201,11 +191,7 @@ impl BookingClient {
     }
 
     /// The body of a 2xx JSON answer; every other answer becomes the matching error.
-    async fn checked_body(
-        &self,
-        op: &'static str,
-        response: reqwest::Response,
-    ) -> Result<Vec<u8>, FetchError> {
+    async fn checked_body(&self, op: &'static str, response: reqwest::Response) -> Result<Vec<u8>, FetchError> {
         let status = response.status();
         let retry_after = http::retry_after(response.headers());
         let is_html = response

@@ -27,10 +27,7 @@ pub enum WireError {
     #[error("answer has an unexpected shape: {0}")]
     Shape(String),
     #[error("Booking.com reported a failure: {summary}")]
-    Api {
-        summary: String,
-        ruid: Option<String>,
-    },
+    Api { summary: String, ruid: Option<String> },
 }
 
 #[derive(Deserialize)]
@@ -56,8 +53,7 @@ struct LatestData<'a> {
 
 /// Parses a `/messages/latest` body. Errors here mean the whole answer is unusable: nothing is stored or confirmed.
 pub fn parse_latest(body: &[u8]) -> Result<LatestAnswer, WireError> {
-    let envelope: Envelope =
-        serde_json::from_slice(body).map_err(|e| WireError::NotJson(e.to_string()))?;
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| WireError::NotJson(e.to_string()))?;
     let ruid = envelope.meta.and_then(|m| m.ruid);
     check_failure(
         envelope.errors.as_ref(),
@@ -92,8 +88,7 @@ struct ConfirmData {
 
 /// Parses a `PUT /messaging/messages` body; `Ok` carries the ruid.
 pub fn parse_confirm(body: &[u8]) -> Result<Option<String>, WireError> {
-    let envelope: ConfirmEnvelope =
-        serde_json::from_slice(body).map_err(|e| WireError::NotJson(e.to_string()))?;
+    let envelope: ConfirmEnvelope = serde_json::from_slice(body).map_err(|e| WireError::NotJson(e.to_string()))?;
     let ruid = envelope.meta.and_then(|m| m.ruid);
     let ok = envelope.data.as_ref().and_then(|d| d.ok);
     check_failure(envelope.errors.as_ref(), ok, &ruid)?;
@@ -112,11 +107,7 @@ pub(crate) fn ruid_of(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<Only>(body).ok()?.meta?.ruid
 }
 
-fn check_failure(
-    errors: Option<&serde_json::Value>,
-    ok: Option<bool>,
-    ruid: &Option<String>,
-) -> Result<(), WireError> {
+fn check_failure(errors: Option<&serde_json::Value>, ok: Option<bool>, ruid: &Option<String>) -> Result<(), WireError> {
     let errors = match errors {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::Array(a)) if a.is_empty() => None,
@@ -144,11 +135,8 @@ fn summarize_errors(errors: &serde_json::Value) -> String {
     let mut parts = Vec::new();
     for item in items.iter().take(3) {
         let field = |k: &str| {
-            item.get(k).map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| v.to_string())
-            })
+            item.get(k)
+                .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
         };
         let text = match (field("code"), field("message")) {
             (Some(c), Some(m)) => format!("{c}: {m}"),
@@ -230,16 +218,15 @@ fn into_new_message(m: WireMessage, raw: &str) -> NewMessage {
         }
         None => (None, None, None),
     };
-    let (conversation_id, conversation_type, conversation_reference, property_id) =
-        match m.conversation {
-            Some(c) => (
-                c.conversation_id.map(|i| i.0),
-                c.conversation_type,
-                c.conversation_reference.map(|i| i.0),
-                c.property_id.map(|i| i.0),
-            ),
-            None => (None, None, None, None),
-        };
+    let (conversation_id, conversation_type, conversation_reference, property_id) = match m.conversation {
+        Some(c) => (
+            c.conversation_id.map(|i| i.0),
+            c.conversation_type,
+            c.conversation_reference.map(|i| i.0),
+            c.property_id.map(|i| i.0),
+        ),
+        None => (None, None, None, None),
+    };
     NewMessage {
         message_id: m.message_id.0,
         conversation_id,
@@ -250,12 +237,7 @@ fn into_new_message(m: WireMessage, raw: &str) -> NewMessage {
         sender_role,
         sender_name,
         content: m.content,
-        attachment_ids: m
-            .attachment_ids
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| i.0)
-            .collect(),
+        attachment_ids: m.attachment_ids.unwrap_or_default().into_iter().map(|i| i.0).collect(),
         sent_at: m.timestamp,
         raw: raw.to_owned(),
     }

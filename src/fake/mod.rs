@@ -2,7 +2,9 @@
 //! all use these, so there is one implementation of each peer's semantics.
 
 pub mod ota;
+pub mod pms;
 pub mod samples;
 
 pub use ota::{Endpoint, FakeAuth, FakeOta, FakeOtaOptions, Fault, Gate, HoldPoint, OtaState};
+pub use pms::{FakePms, FakePmsOptions, PmsReply, PmsState};
 pub use samples::{SampleMessage, guest_message, poison_message};

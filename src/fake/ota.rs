@@ -26,14 +26,8 @@ use super::samples::SampleMessage;
 #[derive(Debug, Clone)]
 pub enum FakeAuth {
     Any,
-    Basic {
-        username: String,
-        password: String,
-    },
-    Token {
-        client_id: String,
-        client_secret: String,
-    },
+    Basic { username: String, password: String },
+    Token { client_id: String, client_secret: String },
 }
 
 #[derive(Debug, Clone)]
@@ -334,8 +328,7 @@ impl FakeOta {
 
     /// The next request to `endpoint` meets `fault` (scripted faults are served in order).
     pub fn inject(&self, endpoint: Endpoint, fault: Fault) {
-        self.shared
-            .mutate(|s| s.scripted.push_back((endpoint, fault)));
+        self.shared.mutate(|s| s.scripted.push_back((endpoint, fault)));
     }
 
     /// Holds the next request to `endpoint` at `point` until the returned gate is released or dropped.
@@ -413,18 +406,14 @@ fn authorize(shared: &Shared, headers: &HeaderMap, endpoint: Endpoint) -> Option
     let ok = match &shared.options.auth {
         FakeAuth::Any => true,
         FakeAuth::Basic { username, password } => {
-            let expected =
-                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+            let expected = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
             given == format!("Basic {expected}")
         }
         FakeAuth::Token { .. } => {
             let max_uses = shared.options.token_max_uses;
             shared.mutate(|s| {
                 let revoked = s.revoked;
-                match given
-                    .strip_prefix("Bearer ")
-                    .and_then(|t| s.tokens.get_mut(t))
-                {
+                match given.strip_prefix("Bearer ").and_then(|t| s.tokens.get_mut(t)) {
                     Some(uses) if !revoked && max_uses.is_none_or(|m| *uses < m) => {
                         *uses += 1;
                         true
@@ -506,11 +495,7 @@ struct ConfirmQuery {
     number_of_messages: Option<String>,
 }
 
-async fn confirm(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Query(q): Query<ConfirmQuery>,
-) -> Response {
+async fn confirm(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<ConfirmQuery>) -> Response {
     wait_hold(take_hold(&shared, Endpoint::Confirm, HoldPoint::Before)).await;
     if let Some(refused) = authorize(&shared, &headers, Endpoint::Confirm) {
         return refused;
@@ -518,8 +503,7 @@ async fn confirm(
     let ruid = shared.next_ruid();
     let Some(n) = q.number_of_messages.and_then(|n| n.parse::<usize>().ok()) else {
         shared.mutate(|s| {
-            s.violations
-                .push("PUT without a valid number_of_messages".into());
+            s.violations.push("PUT without a valid number_of_messages".into());
             s.log(Endpoint::Confirm, 400);
         });
         return json_response(
@@ -537,12 +521,12 @@ async fn confirm(
         s.puts += 1;
         match s.last_served.take() {
             Some(served) if n <= served => {}
-            Some(served) => s.violations.push(format!(
-                "PUT confirmed {n} but the preceding GET served {served}"
-            )),
-            None => s.violations.push(format!(
-                "PUT of {n} without a GET answered since the previous PUT"
-            )),
+            Some(served) => s
+                .violations
+                .push(format!("PUT confirmed {n} but the preceding GET served {served}")),
+            None => s
+                .violations
+                .push(format!("PUT of {n} without a GET answered since the previous PUT")),
         }
         if fault.is_some() {
             s.faults_injected += 1;
@@ -553,26 +537,20 @@ async fn confirm(
             for q in s.queue.drain(..n).collect::<Vec<_>>() {
                 if !q.redelivered && redelivery_rate > 0.0 && rng.f64() < redelivery_rate {
                     s.redeliveries += 1;
-                    s.queue.push_back(Queued {
-                        redelivered: true,
-                        ..q
-                    });
+                    s.queue.push_back(Queued { redelivered: true, ..q });
                 }
             }
             s.confirmed += n as u64;
         }
     });
     wait_hold(take_hold(&shared, Endpoint::Confirm, HoldPoint::AfterApply)).await;
-    let body =
-        format!(r#"{{"data":{{"ok":true}},"warnings":[],"meta":{{"ruid":"{ruid}"}},"errors":[]}}"#);
+    let body = format!(r#"{{"data":{{"ok":true}},"warnings":[],"meta":{{"ruid":"{ruid}"}},"errors":[]}}"#);
     match fault {
         None => {
             shared.mutate(|s| s.log(Endpoint::Confirm, 200));
             json_response(StatusCode::OK, body)
         }
-        Some(Fault::AppliedThenLost) => {
-            faulty(&shared, Endpoint::Confirm, Fault::Reset, body, &ruid).await
-        }
+        Some(Fault::AppliedThenLost) => faulty(&shared, Endpoint::Confirm, Fault::Reset, body, &ruid).await,
         Some(Fault::AppliedThenStatus(code)) => {
             faulty(&shared, Endpoint::Confirm, Fault::Status(code), body, &ruid).await
         }
@@ -616,8 +594,7 @@ async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             .filter(|t| now.duration_since(**t) < Duration::from_secs(3600))
             .count();
         if window > 30 {
-            s.violations
-                .push(format!("{window} token exchanges within one hour"));
+            s.violations.push(format!("{window} token exchanges within one hour"));
         }
         s.tokens.insert(jwt.clone(), 0);
         s.log(Endpoint::Token, 200);
@@ -627,10 +604,7 @@ async fn token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         .token_expires_in
         .map(|e| format!(r#","expires_in":{e}"#))
         .unwrap_or_default();
-    json_response(
-        StatusCode::OK,
-        format!(r#"{{"jwt":"{jwt}","ruid":"{ruid}"{expires}}}"#),
-    )
+    json_response(StatusCode::OK, format!(r#"{{"jwt":"{jwt}","ruid":"{ruid}"{expires}}}"#))
 }
 
 // ---- fault rendering ------------------------------------------------------------------------------
@@ -644,10 +618,9 @@ fn error_body(ruid: &str, code: u16, message: &str) -> String {
 fn json_response(status: StatusCode, body: String) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -655,36 +628,21 @@ fn failing_stream(first: Option<Bytes>) -> Body {
     let items: Vec<Result<Bytes, std::io::Error>> = first
         .into_iter()
         .map(Ok)
-        .chain(std::iter::once(Err(std::io::Error::other(
-            "fake: connection dropped",
-        ))))
+        .chain(std::iter::once(Err(std::io::Error::other("fake: connection dropped"))))
         .collect();
     Body::from_stream(futures_util::stream::iter(items))
 }
 
-async fn faulty(
-    shared: &Shared,
-    endpoint: Endpoint,
-    fault: Fault,
-    body: String,
-    ruid: &str,
-) -> Response {
+async fn faulty(shared: &Shared, endpoint: Endpoint, fault: Fault, body: String, ruid: &str) -> Response {
     let (status, response) = match fault {
         Fault::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (
-                code,
-                json_response(status, error_body(ruid, code, "fake failure")),
-            )
+            (code, json_response(status, error_body(ruid, code, "fake failure")))
         }
-        Fault::RetryAfter {
-            status: code,
-            seconds,
-        } => {
+        Fault::RetryAfter { status: code, seconds } => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
             let mut r = json_response(status, error_body(ruid, code, "slow down"));
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             (code, r)
         }
         Fault::Html => {
@@ -697,10 +655,7 @@ async fn faulty(
             );
             (200, r)
         }
-        Fault::Garbage => (
-            200,
-            json_response(StatusCode::OK, "this is not json {".into()),
-        ),
+        Fault::Garbage => (200, json_response(StatusCode::OK, "this is not json {".into())),
         Fault::ApiError => (
             200,
             json_response(
@@ -715,10 +670,8 @@ async fn faulty(
             let mut r = Response::new(failing_stream(Some(full.slice(..full.len() / 2))));
             r.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(full.len()));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             (0, r)
         }
         Fault::Reset | Fault::AppliedThenLost => (0, Response::new(failing_stream(None))),
@@ -726,10 +679,7 @@ async fn faulty(
             tokio::time::sleep(shared.options.stall).await;
             (
                 503,
-                json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    error_body(ruid, 503, "stalled"),
-                ),
+                json_response(StatusCode::SERVICE_UNAVAILABLE, error_body(ruid, 503, "stalled")),
             )
         }
         Fault::Oversized => {
@@ -739,10 +689,8 @@ async fn faulty(
                 .chain(std::iter::repeat_n(chunk, 40))
                 .map(Ok::<_, std::io::Error>);
             let mut r = Response::new(Body::from_stream(futures_util::stream::iter(chunks)));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             (200, r)
         }
         Fault::WrongCount | Fault::AppliedThenStatus(_) => unreachable!("handled by the caller"),

@@ -46,9 +46,7 @@ pub fn guest_message(seed: u64, index: u64) -> SampleMessage {
         1 => "GUEST",
         _ => "guest",
     };
-    let attachments: Vec<String> = (0..rng.usize(0..2))
-        .map(|k| format!("att-{index}-{k}"))
-        .collect();
+    let attachments: Vec<String> = (0..rng.usize(0..2)).map(|k| format!("att-{index}-{k}")).collect();
     let id_value = if message_id.bytes().all(|b| b.is_ascii_digit()) {
         json!(message_id.parse::<u64>().expect("digits"))
     } else {

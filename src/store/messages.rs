@@ -98,6 +98,8 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                      ON CONFLICT (provider, message_id) DO NOTHING",
                 )?;
+                let mut insert_delivery =
+                    tx.prepare_cached("INSERT INTO deliveries (seq, next_attempt_at) VALUES (?1, ?2)")?;
                 let mut insert_receipt = tx.prepare_cached(
                     "INSERT INTO receipts (batch_id, provider, message_id, received_at) VALUES (?1, ?2, ?3, ?4)",
                 )?;
@@ -128,6 +130,9 @@ impl Store {
                                 m.raw,
                             ])?;
                             if inserted == 1 {
+                                // The outbox row commits with the message or not at all: no stored message can
+                                // miss its delivery, and a redelivered one (inserted == 0) never gets a second.
+                                insert_delivery.execute(params![tx.last_insert_rowid(), batch.fetched_at])?;
                                 summary.new += 1;
                             } else {
                                 summary.redelivered += 1;
@@ -173,11 +178,7 @@ impl Store {
     }
 
     /// Records a failed poll or confirm; `failing_since` keeps the start of the current run of failures.
-    pub async fn record_poll_error(
-        &self,
-        provider: &'static str,
-        error: String,
-    ) -> Result<(), StoreError> {
+    pub async fn record_poll_error(&self, provider: &'static str, error: String) -> Result<(), StoreError> {
         self.call(move |conn| {
             let now = now_ms();
             conn.execute(
@@ -193,12 +194,7 @@ impl Store {
     }
 }
 
-fn upsert_success(
-    conn: &rusqlite::Connection,
-    provider: &str,
-    at: i64,
-    batch: bool,
-) -> rusqlite::Result<()> {
+fn upsert_success(conn: &rusqlite::Connection, provider: &str, at: i64, batch: bool) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO source_state (provider, last_poll_at, last_success_at, last_batch_at)
          VALUES (?1, ?2, ?2, CASE WHEN ?3 THEN ?2 END)

@@ -16,9 +16,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-pub use messages::{
-    BatchSummary, Committed, ConfirmCount, Element, IncomingBatch, NewMessage, Poison,
-};
+pub use messages::{BatchSummary, Committed, ConfirmCount, Element, IncomingBatch, NewMessage, Poison};
 pub use schema::SCHEMA_VERSION;
 pub use tokens::Reservation;
 
@@ -38,11 +36,7 @@ pub enum StoreError {
         "store {path} has schema version {found}, newer than this ota-relay understands ({supported}); \
          run the newer ota-relay or restore a backup made for this version"
     )]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        supported: i64,
-    },
+    TooNew { path: PathBuf, found: i64, supported: i64 },
     #[error("store error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("the store thread has stopped")]
@@ -145,9 +139,7 @@ fn take_lock(path: &Path) -> Result<File, StoreError> {
             detail: format!("cannot create directory {}: {e}", dir.display()),
         })?;
     }
-    let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let lock_path = PathBuf::from(lock_path);
+    let lock_path = lock_path(path);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -158,7 +150,16 @@ fn take_lock(path: &Path) -> Result<File, StoreError> {
             detail: format!("cannot open lock file {}: {e}", lock_path.display()),
         })?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => {
+            // The holder's pid, so operator commands can wake it (SIGUSR1) after changing the store.
+            use std::io::Write as _;
+            let mut file = file;
+            let _ = file
+                .set_len(0)
+                .and_then(|_| write!(file, "{}", std::process::id()))
+                .and_then(|_| file.flush());
+            Ok(file)
+        }
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
             path: path.to_owned(),
             lock: lock_path,
@@ -170,15 +171,43 @@ fn take_lock(path: &Path) -> Result<File, StoreError> {
     }
 }
 
+/// A plain connection for operator commands beside a running daemon: the store must exist and be current.
+pub fn open_for_tools(path: &Path) -> Result<Connection, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Open {
+            path: path.to_owned(),
+            detail: "no such file (has `ota-relay run` been started with this configuration?)".into(),
+        });
+    }
+    let mut conn = connect(path)?;
+    schema::migrate(&mut conn, path, false)?;
+    Ok(conn)
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    PathBuf::from(lock)
+}
+
+/// The pid of the daemon consuming this store, if one is running (its lock is held).
+pub fn consumer_pid(path: &Path) -> Option<u32> {
+    let lock = lock_path(path);
+    let file = std::fs::File::open(&lock).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => None, // nobody holds it: no daemon
+        Err(std::fs::TryLockError::WouldBlock) => std::fs::read_to_string(&lock).ok()?.trim().parse().ok(),
+        Err(_) => None,
+    }
+}
+
 /// Opens a connection with the durability settings every writer must use.
 pub(crate) fn connect(path: &Path) -> Result<Connection, StoreError> {
     let open_err = |e: rusqlite::Error| StoreError::Open {
         path: path.to_owned(),
         detail: e.to_string(),
     };
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
     // WAL + synchronous=FULL: a commit is durable once COMMIT returns, which is what allows a confirm upstream.

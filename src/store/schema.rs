@@ -80,15 +80,30 @@ const MIGRATIONS: &[&str] = &[
         last_error_at   INTEGER
     ) STRICT;
     "#,
+    // 2: the transactional outbox towards the PMS. One row per stored message, keyed by its seq, written in the
+    // transaction that first stores the message; stores with history get their backlog here, oldest first.
+    r#"
+    CREATE TABLE deliveries (
+        seq              INTEGER PRIMARY KEY REFERENCES messages(seq),
+        state            TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        first_attempt_at INTEGER,
+        next_attempt_at  INTEGER NOT NULL,
+        last_attempt_at  INTEGER,
+        last_status      INTEGER,
+        last_error       TEXT,
+        done_at          INTEGER                 -- delivered, or dead, since
+    ) STRICT;
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at, seq) WHERE state = 'pending';
+    CREATE INDEX deliveries_pending ON deliveries (seq) WHERE state = 'pending';
+    CREATE INDEX deliveries_dead ON deliveries (done_at) WHERE state = 'dead';
+    INSERT INTO deliveries (seq, next_attempt_at) SELECT seq, first_seen_at FROM messages ORDER BY seq;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-pub(super) fn migrate(
-    conn: &mut Connection,
-    path: &Path,
-    may_upgrade: bool,
-) -> Result<(), StoreError> {
+pub(super) fn migrate(conn: &mut Connection, path: &Path, may_upgrade: bool) -> Result<(), StoreError> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if found > SCHEMA_VERSION {
         return Err(StoreError::TooNew {

@@ -41,10 +41,7 @@ impl Store {
                     used: recent.len(),
                 }
             } else {
-                tx.execute(
-                    "INSERT INTO token_exchanges (at) VALUES (?1)",
-                    params![now_ms],
-                )?;
+                tx.execute("INSERT INTO token_exchanges (at) VALUES (?1)", params![now_ms])?;
                 Reservation::Granted
             };
             tx.commit()?;

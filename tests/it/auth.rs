@@ -48,12 +48,7 @@ async fn tokens_are_reused_and_renewed_at_once_when_they_expire_early() {
             .unwrap()
             .run(),
     );
-    within(
-        60,
-        "drained with token renewals",
-        fake.wait_for(|s| s.drained()),
-    )
-    .await;
+    within(60, "drained with token renewals", fake.wait_for(|s| s.drained())).await;
     cancel.cancel();
     task.await.unwrap();
 
@@ -80,10 +75,7 @@ async fn tokens_are_reused_and_renewed_at_once_when_they_expire_early() {
         "one 401 per expired token at most ({unauthorized})"
     );
     assert_eq!(
-        count(
-            &dir.path().join("relay.db"),
-            "SELECT count(*) FROM token_exchanges"
-        ),
+        count(&dir.path().join("relay.db"), "SELECT count(*) FROM token_exchanges"),
         exchanges as i64,
         "every exchange is logged in the store"
     );
@@ -104,8 +96,7 @@ async fn the_hourly_token_quota_is_never_exceeded_even_across_restarts() {
     let path = dir.path().join("relay.db");
     {
         let store = Store::open(&path, Access::Consumer).unwrap();
-        let mut drainer =
-            Drainer::new(&token_settings(&fake), store, CancellationToken::new()).unwrap();
+        let mut drainer = Drainer::new(&token_settings(&fake), store, CancellationToken::new()).unwrap();
         let mut quota = None;
         for _ in 0..200 {
             let result = drainer.drain_once().await;
@@ -127,8 +118,7 @@ async fn the_hourly_token_quota_is_never_exceeded_even_across_restarts() {
     }
     // A restart (new process state, same store) must not exchange again.
     let store = Store::open(&path, Access::Consumer).unwrap();
-    let mut drainer =
-        Drainer::new(&token_settings(&fake), store, CancellationToken::new()).unwrap();
+    let mut drainer = Drainer::new(&token_settings(&fake), store, CancellationToken::new()).unwrap();
     assert!(quota_error(&drainer.drain_once().await).is_some());
     assert_eq!(
         fake.read(|s| s.token_exchanges.len()),
@@ -144,8 +134,7 @@ async fn a_token_refused_from_the_start_is_a_credentials_problem_not_a_renewal_l
     fake.revoke_tokens(true);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
-    let mut drainer =
-        Drainer::new(&token_settings(&fake), store, CancellationToken::new()).unwrap();
+    let mut drainer = Drainer::new(&token_settings(&fake), store, CancellationToken::new()).unwrap();
     for _ in 0..3 {
         match drainer.drain_once().await {
             Err(DrainError::Fetch(e)) => assert!(e.is_credentials(), "{e}"),
@@ -174,10 +163,7 @@ async fn a_rejected_client_secret_is_reported_without_revealing_it() {
     match drainer.drain_once().await {
         Err(DrainError::Fetch(e @ FetchError::Auth(AuthError::Rejected { .. }))) => {
             assert!(e.is_credentials());
-            assert!(
-                e.to_string().contains("client_secret"),
-                "names the key: {e}"
-            );
+            assert!(e.to_string().contains("client_secret"), "names the key: {e}");
             assert!(!e.to_string().contains("not-the-secret"));
         }
         other => panic!("expected a rejected exchange, got {other:?}"),
@@ -217,10 +203,6 @@ async fn the_binary_waits_on_an_exhausted_quota_after_a_restart_and_says_why() {
     daemon.signal(libc::SIGTERM);
     let (status, stderr) = daemon.exit().await;
     assert!(status.success(), "{stderr}");
-    assert_eq!(
-        fake.read(|s| s.token_exchanges.len()),
-        0,
-        "no exchange was attempted"
-    );
+    assert_eq!(fake.read(|s| s.token_exchanges.len()), 0, "no exchange was attempted");
     assert!(!stderr.contains(CLIENT_SECRET));
 }

@@ -4,11 +4,7 @@ use std::path::Path;
 
 use crate::support::*;
 
-async fn check_config(
-    dir: &Path,
-    text: &str,
-    envs: &[(&str, &str)],
-) -> (Option<i32>, String, String) {
+async fn check_config(dir: &Path, text: &str, envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let path = dir.join("check.toml");
     std::fs::write(&path, text).unwrap();
     let mut daemon = Daemon::spawn(&["check-config", "--config", path.to_str().unwrap()], envs);
@@ -68,11 +64,7 @@ async fn bad_configurations_exit_78_naming_the_file_and_the_key() {
             &[],
             vec!["booking.password", "OTA_RELAY_BOOKING_PASSWORD"],
         ),
-        (
-            format!("{VALID}auth = \"oauth\"\n"),
-            &[],
-            vec!["booking.auth"],
-        ),
+        (format!("{VALID}auth = \"oauth\"\n"), &[], vec!["booking.auth"]),
         (
             format!("{VALID}base_url = \"ftp://x\"\n"),
             &[],
@@ -83,16 +75,8 @@ async fn bad_configurations_exit_78_naming_the_file_and_the_key() {
             &[],
             vec!["booking.client_id", "auth = \"basic\""],
         ),
-        (
-            format!("{VALID}[log]\nlevel = \"info,,=\"\n"),
-            &[],
-            vec!["log.level"],
-        ),
-        (
-            format!("{VALID}[log]\nformat = \"xml\"\n"),
-            &[],
-            vec!["log.format"],
-        ),
+        (format!("{VALID}[log]\nlevel = \"info,,=\"\n"), &[], vec!["log.level"]),
+        (format!("{VALID}[log]\nformat = \"xml\"\n"), &[], vec!["log.format"]),
         (
             "[store]\npath = \"x\"\n".to_owned(),
             &[],
@@ -111,10 +95,7 @@ async fn bad_configurations_exit_78_naming_the_file_and_the_key() {
                 "error for\n{text}\nshould mention {needle:?}: {stderr}"
             );
         }
-        assert!(
-            !stderr.contains("s3cret-Pa55word"),
-            "secret in error: {stderr}"
-        );
+        assert!(!stderr.contains("s3cret-Pa55word"), "secret in error: {stderr}");
     }
 }
 
@@ -192,10 +173,7 @@ fn a_secret_file_has_its_trailing_newline_trimmed() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pw");
     std::fs::write(&file, "line-secret\n").unwrap();
-    let text = format!(
-        "[booking]\nusername = \"u\"\npassword_file = \"{}\"\n",
-        file.display()
-    );
+    let text = format!("[booking]\nusername = \"u\"\npassword_file = \"{}\"\n", file.display());
     let settings = ota_relay::config::parse(Path::new("t.toml"), &text, &|_| None).unwrap();
     match settings.booking.auth {
         ota_relay::config::BookingAuth::Basic { password, .. } => {
@@ -207,10 +185,7 @@ fn a_secret_file_has_its_trailing_newline_trimmed() {
         "{:?}",
         ota_relay::config::parse(Path::new("t.toml"), &text, &|_| None).unwrap()
     );
-    assert!(
-        !debug.contains("line-secret"),
-        "Debug output shows the secret"
-    );
+    assert!(!debug.contains("line-secret"), "Debug output shows the secret");
 }
 
 #[tokio::test]
@@ -218,8 +193,7 @@ async fn the_example_configuration_is_valid_and_documents_every_key() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ota-relay.example.toml");
     let text = std::fs::read_to_string(&example).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (code, stdout, stderr) =
-        check_config(dir.path(), &text, &[("OTA_RELAY_BOOKING_PASSWORD", "pw")]).await;
+    let (code, stdout, stderr) = check_config(dir.path(), &text, &[("OTA_RELAY_BOOKING_PASSWORD", "pw")]).await;
     assert_eq!(code, Some(0), "{stderr}");
     // Every key the effective settings print appears (commented or not) in the example.
     for line in stdout.lines().filter(|l| l.contains(" = ")) {
@@ -236,10 +210,7 @@ async fn config_path_comes_from_the_environment_when_not_given() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("env.toml");
     std::fs::write(&path, VALID).unwrap();
-    let mut daemon = Daemon::spawn(
-        &["check-config"],
-        &[("OTA_RELAY_CONFIG", path.to_str().unwrap())],
-    );
+    let mut daemon = Daemon::spawn(&["check-config"], &[("OTA_RELAY_CONFIG", path.to_str().unwrap())]);
     let stdout = daemon.stdout().await;
     assert!(daemon.exit().await.0.success());
     assert!(stdout.contains(&path.display().to_string()), "{stdout}");
@@ -267,9 +238,6 @@ async fn the_demo_drains_the_builtin_fake_and_reports() {
     let (status, stderr) = daemon.exit().await;
     assert!(status.success(), "{stderr}");
     assert!(report.contains("300 messages stored once each"), "{report}");
-    assert!(
-        report.contains("nothing lost, nothing stored twice"),
-        "{report}"
-    );
+    assert!(report.contains("nothing lost, nothing stored twice"), "{report}");
     assert!(stderr.contains("batch drained"), "logs go to stderr");
 }

@@ -42,16 +42,9 @@ async fn sigterm_finishes_the_batch_in_flight_and_exits_0() {
     let (status, stderr) = daemon.exit().await;
     assert_eq!(status.code(), Some(0), "{stderr}");
     // The held batch was stored and confirmed; nothing was fetched after the signal.
+    assert_eq!(fake.read(|s| (s.gets, s.puts, s.confirmed)), (1, 1, 100), "{stderr}");
     assert_eq!(
-        fake.read(|s| (s.gets, s.puts, s.confirmed)),
-        (1, 1, 100),
-        "{stderr}"
-    );
-    assert_eq!(
-        count(
-            &dir.path().join("relay.db"),
-            "SELECT count(*) FROM messages"
-        ),
+        count(&dir.path().join("relay.db"), "SELECT count(*) FROM messages"),
         100
     );
     assert!(stderr.contains("batch drained"), "{stderr}");
@@ -81,12 +74,7 @@ async fn sigkill_mid_run_then_restart_loses_nothing_and_stores_nothing_twice() {
         drop(gate);
     }
     let daemon = Daemon::run(&config);
-    within(
-        60,
-        "the queue drained after restarts",
-        fake.wait_for(|s| s.drained()),
-    )
-    .await;
+    within(60, "the queue drained after restarts", fake.wait_for(|s| s.drained())).await;
     daemon.signal(libc::SIGTERM);
     let (status, stderr) = daemon.exit().await;
     assert!(status.success(), "{stderr}");
@@ -99,16 +87,11 @@ async fn sigkill_mid_run_then_restart_loses_nothing_and_stores_nothing_twice() {
         redelivered >= 100,
         "the unconfirmed batches came back as redeliveries ({redelivered})"
     );
-    let integrity: String = db(&path)
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let integrity: String = db(&path).query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(integrity, "ok");
     // Logs carry ids and counts, never secrets or guest content.
     assert!(!stderr.contains(PASSWORD));
-    assert!(
-        !stderr.contains("late check-in"),
-        "message content in the log"
-    );
+    assert!(!stderr.contains("late check-in"), "message content in the log");
 }
 
 #[tokio::test]
@@ -121,10 +104,7 @@ async fn a_second_consumer_on_the_same_store_is_refused() {
     let second = Daemon::run(&config);
     let (status, stderr) = second.exit().await;
     assert!(!status.success());
-    assert!(
-        stderr.contains("in use by another ota-relay process"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("in use by another ota-relay process"), "{stderr}");
     first.signal(libc::SIGTERM);
     assert!(first.exit().await.0.success());
 }
@@ -140,12 +120,7 @@ async fn proxy_environment_variables_are_honoured() {
         &["run", "--config", config.to_str().unwrap()],
         &[("HTTP_PROXY", proxy.as_str()), ("NO_PROXY", "")],
     );
-    within(
-        30,
-        "drained through the proxy",
-        fake.wait_for(|s| s.drained()),
-    )
-    .await;
+    within(30, "drained through the proxy", fake.wait_for(|s| s.drained())).await;
     daemon.signal(libc::SIGTERM);
     let (status, stderr) = daemon.exit().await;
     assert!(status.success(), "{stderr}");
@@ -197,10 +172,7 @@ fn the_systemd_unit_is_sandboxed_to_an_exposure_of_at_most_2() {
     assert!(output.status.success(), "exposure above 2.0:\n{stdout}");
     let level = stdout
         .lines()
-        .find_map(|l| {
-            l.split("Overall exposure level for ota-relay.service: ")
-                .nth(1)
-        })
+        .find_map(|l| l.split("Overall exposure level for ota-relay.service: ").nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse::<f64>().ok())
         .expect("an exposure level");

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use ota_relay::booking::FetchError;
 use ota_relay::drain::{DrainError, Drainer};
-use ota_relay::fake::{
-    Endpoint, FakeOta, FakeOtaOptions, Fault, SampleMessage, guest_message, poison_message,
-};
+use ota_relay::fake::{Endpoint, FakeOta, FakeOtaOptions, Fault, SampleMessage, guest_message, poison_message};
 use ota_relay::store::{Access, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -52,12 +50,7 @@ impl Setup {
     async fn drain_all(&self) {
         let cancel = CancellationToken::new();
         let task = tokio::spawn(self.drainer(cancel.clone()).run());
-        within(
-            60,
-            "the fake queue to be drained",
-            self.fake.wait_for(|s| s.drained()),
-        )
-        .await;
+        within(60, "the fake queue to be drained", self.fake.wait_for(|s| s.drained())).await;
         cancel.cancel();
         within(10, "the drain loop to stop", task).await.unwrap();
     }
@@ -68,10 +61,7 @@ impl Setup {
         let unique: HashSet<&String> = stored.iter().collect();
         assert_eq!(unique.len(), stored.len(), "a message was stored twice");
         let stored_set: HashSet<String> = stored.iter().cloned().collect();
-        let missing: Vec<&String> = expected
-            .iter()
-            .filter(|id| !stored_set.contains(*id))
-            .collect();
+        let missing: Vec<&String> = expected.iter().filter(|id| !stored_set.contains(*id)).collect();
         assert!(
             missing.is_empty(),
             "{} messages lost, e.g. {:?}",
@@ -97,19 +87,13 @@ async fn drains_1000_messages_exactly_once_keeping_raw_bytes() {
         "one receipt per fetched copy"
     );
     assert_eq!(setup.fake.read(|s| s.confirmed), 1000);
-    assert_eq!(
-        count(&path, "SELECT count(*) FROM batches"),
-        10,
-        "100 per GET"
-    );
+    assert_eq!(count(&path, "SELECT count(*) FROM batches"), 10, "100 per GET");
     // Arrival order is seq order.
     let expected: Vec<String> = setup.samples.iter().map(|s| s.message_id.clone()).collect();
     assert_eq!(stored_ids(&path), expected);
     // raw is the exact bytes served, never re-serialised.
     let conn = db(&path);
-    let mut stmt = conn
-        .prepare("SELECT message_id, raw FROM messages")
-        .unwrap();
+    let mut stmt = conn.prepare("SELECT message_id, raw FROM messages").unwrap();
     let raws: std::collections::HashMap<String, String> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -163,14 +147,8 @@ async fn redelivered_messages_are_recorded_but_never_stored_twice() {
     let redeliveries = setup.fake.read(|s| s.redeliveries) as i64;
     assert!(redeliveries > 100, "the fake redelivered {redeliveries}");
     let path = setup.db_path();
-    assert_eq!(
-        count(&path, "SELECT count(*) FROM receipts"),
-        600 + redeliveries
-    );
-    assert_eq!(
-        count(&path, "SELECT sum(redelivered) FROM batches"),
-        redeliveries
-    );
+    assert_eq!(count(&path, "SELECT count(*) FROM receipts"), 600 + redeliveries);
+    assert_eq!(count(&path, "SELECT sum(redelivered) FROM batches"), redeliveries);
 }
 
 #[tokio::test]
@@ -188,10 +166,7 @@ async fn random_faults_and_redeliveries_lose_nothing_and_never_overconfirm() {
     .await;
     setup.drain_all().await;
     setup.assert_all_stored_once();
-    assert!(
-        setup.fake.read(|s| s.faults_injected) >= 3,
-        "faults were injected"
-    );
+    assert!(setup.fake.read(|s| s.faults_injected) >= 3, "faults were injected");
 }
 
 /// Each kind of bad answer: an error naming it, nothing stored, no PUT; the next attempt succeeds.
@@ -226,15 +201,8 @@ async fn every_kind_of_bad_answer_is_transient_and_confirms_nothing() {
             Err(DrainError::Fetch(e)) => assert_eq!(e.kind(), kind, "{fault:?}: {e}"),
             other => panic!("{fault:?}: expected a fetch error, got {other:?}"),
         }
-        assert_eq!(
-            setup.fake.read(|s| s.puts),
-            puts,
-            "{fault:?} was followed by a PUT"
-        );
-        assert_eq!(
-            count(&setup.db_path(), "SELECT count(*) FROM messages"),
-            stored
-        );
+        assert_eq!(setup.fake.read(|s| s.puts), puts, "{fault:?} was followed by a PUT");
+        assert_eq!(count(&setup.db_path(), "SELECT count(*) FROM messages"), stored);
     }
     for _ in 0..3 {
         let report = drainer.drain_once().await.expect("recovers");
@@ -256,11 +224,7 @@ async fn a_confirm_applied_upstream_whose_answer_is_lost_is_not_repeated() {
     // The next cycle fetches again: the queue moved on, so it gets the next 100, all new.
     let report = drainer.drain_once().await.unwrap();
     assert_eq!(
-        (
-            report.summary.new,
-            report.summary.redelivered,
-            report.confirmed
-        ),
+        (report.summary.new, report.summary.redelivered, report.confirmed),
         (100, 0, 100)
     );
     drainer.drain_once().await.unwrap();
@@ -280,11 +244,7 @@ async fn a_failed_confirm_means_the_same_batch_comes_back_as_redeliveries() {
     assert_eq!(setup.fake.read(|s| s.confirmed), 0);
     let report = drainer.drain_once().await.unwrap();
     assert_eq!(
-        (
-            report.summary.new,
-            report.summary.redelivered,
-            report.confirmed
-        ),
+        (report.summary.new, report.summary.redelivered, report.confirmed),
         (0, 100, 100)
     );
     assert_eq!(drainer.drain_once().await.unwrap().summary.new, 50);
@@ -307,9 +267,7 @@ async fn poison_elements_are_quarantined_counted_and_the_queue_keeps_moving() {
     let path = setup.db_path();
     assert_eq!(count(&path, "SELECT count(*) FROM messages"), 20);
     let conn = db(&path);
-    let mut stmt = conn
-        .prepare("SELECT raw, reason FROM quarantine ORDER BY id")
-        .unwrap();
+    let mut stmt = conn.prepare("SELECT raw, reason FROM quarantine ORDER BY id").unwrap();
     let rows: Vec<(String, String)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -340,14 +298,8 @@ async fn a_redelivered_poison_element_is_counted_not_duplicated() {
     drainer.drain_once().await.unwrap();
     setup.fake.enqueue_raw([poison_message(0)]);
     drainer.drain_once().await.unwrap();
-    assert_eq!(
-        count(&setup.db_path(), "SELECT count(*) FROM quarantine"),
-        1
-    );
-    assert_eq!(
-        count(&setup.db_path(), "SELECT seen_count FROM quarantine"),
-        2
-    );
+    assert_eq!(count(&setup.db_path(), "SELECT count(*) FROM quarantine"), 1);
+    assert_eq!(count(&setup.db_path(), "SELECT seen_count FROM quarantine"), 2);
 }
 
 #[tokio::test]
@@ -372,11 +324,7 @@ async fn retry_after_is_honoured_before_the_next_request() {
     );
     setup.drain_all().await;
     let requests = setup.fake.read(|s| s.requests.clone());
-    let (at_429, _, _) = requests
-        .iter()
-        .find(|r| r.2 == 429)
-        .copied()
-        .expect("a 429 was served");
+    let (at_429, _, _) = requests.iter().find(|r| r.2 == 429).copied().expect("a 429 was served");
     let (next, _, _) = requests
         .iter()
         .find(|r| r.0 > at_429)
@@ -415,8 +363,7 @@ async fn wrong_basic_credentials_are_reported_as_a_credentials_problem() {
         username: "relay".into(),
         password: ota_relay::config::Secret::inline("wrong"),
     };
-    let mut drainer =
-        Drainer::new(&settings, setup.store.clone(), CancellationToken::new()).unwrap();
+    let mut drainer = Drainer::new(&settings, setup.store.clone(), CancellationToken::new()).unwrap();
     match drainer.drain_once().await {
         Err(DrainError::Fetch(e @ FetchError::Unauthorized { .. })) => {
             assert!(e.is_credentials());

@@ -4,4 +4,5 @@ mod auth;
 mod cli;
 mod daemon;
 mod drain;
+mod forward;
 mod support;

@@ -16,11 +16,7 @@ pub const PASSWORD: &str = "s3cret-Pa55word";
 pub const CLIENT_SECRET: &str = "client-s3cret-value";
 
 /// Fails the test (instead of hanging it) when `future` does not finish in time.
-pub async fn within<T>(
-    seconds: u64,
-    what: &str,
-    future: impl std::future::Future<Output = T>,
-) -> T {
+pub async fn within<T>(seconds: u64, what: &str, future: impl std::future::Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs(seconds), future).await {
         Ok(value) => value,
         Err(_) => panic!("timed out after {seconds} s waiting for: {what}"),
@@ -77,13 +73,8 @@ pub fn count(path: &Path, sql: &str) -> i64 {
 /// Every stored message id, in `seq` order.
 pub fn stored_ids(path: &Path) -> Vec<String> {
     let conn = db(path);
-    let mut stmt = conn
-        .prepare("SELECT message_id FROM messages ORDER BY seq")
-        .unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    let mut stmt = conn.prepare("SELECT message_id FROM messages ORDER BY seq").unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
 }
 
 /// A configuration file for the real binary, draining `base_url` with Basic auth into `dir/relay.db`.
@@ -160,11 +151,7 @@ impl Daemon {
             let n = collected.lock().unwrap().len();
             let _ = tx.send((n, true));
         });
-        Daemon {
-            child,
-            lines,
-            changes,
-        }
+        Daemon { child, lines, changes }
     }
 
     pub fn run(config: &Path) -> Daemon {
@@ -196,12 +183,7 @@ impl Daemon {
             }
         })
         .await;
-        found.unwrap_or_else(|| {
-            panic!(
-                "stderr closed without {needle:?}; stderr:\n{}",
-                self.stderr()
-            )
-        })
+        found.unwrap_or_else(|| panic!("stderr closed without {needle:?}; stderr:\n{}", self.stderr()))
     }
 
     pub fn signal(&self, signal: i32) {
@@ -212,9 +194,7 @@ impl Daemon {
 
     /// Waits for exit (bounded) and for stderr to be fully read.
     pub async fn exit(mut self) -> (ExitStatus, String) {
-        let status = within(30, "the daemon to exit", self.child.wait())
-            .await
-            .unwrap();
+        let status = within(30, "the daemon to exit", self.child.wait()).await.unwrap();
         let _ = within(10, "stderr to close", self.changes.wait_for(|c| c.1)).await;
         let text = self.stderr();
         (status, text)

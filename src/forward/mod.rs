@@ -1,0 +1,10 @@
+//! Forwarding to the operator's PMS webhook: the durable outbox, Standard Webhooks signing, the payload
+//! contract and the delivery worker.
+
+pub mod outbox;
+pub mod payload;
+pub mod signing;
+pub mod worker;
+
+pub use outbox::{Outbox, OutboxSummary};
+pub use worker::{Forwarder, StepReport};

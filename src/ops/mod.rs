@@ -1,0 +1,5 @@
+//! Operator-facing tools that work beside a running daemon: short transactions on their own connection, then a
+//! wake-up for the daemon so changes take effect at once.
+
+pub mod dead_letters;
+pub mod wake;

@@ -1,0 +1,641 @@
+//! Forwarding to a fake PMS over real HTTP: delivery, signatures, retries, probes, dead letters, crashes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ota_relay::config::{ForwardSettings, RetryPolicy, Secret};
+use ota_relay::drain::Drainer;
+use ota_relay::fake::{FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, PmsReply, SampleMessage, guest_message};
+use ota_relay::forward::Forwarder;
+use ota_relay::forward::signing::Signer;
+use ota_relay::store::{Access, Store};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::*;
+
+const VECTOR_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn forward_settings(pms: &FakePms, concurrency: usize, retry: RetryPolicy) -> ForwardSettings {
+    ForwardSettings {
+        url: pms.url().parse().unwrap(),
+        secrets: vec![Secret::inline(pms.secret())],
+        request_timeout: Duration::from_secs(2),
+        concurrency,
+        retry,
+    }
+}
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        initial_interval: Duration::from_millis(20),
+        max_interval: Duration::from_millis(200),
+        give_up_after: Duration::from_secs(3600),
+    }
+}
+
+/// Drainer and forwarder in this process, sharing a store, like `ota-relay run`.
+struct Relay {
+    ota: FakeOta,
+    pms: FakePms,
+    store: Store,
+    dir: tempfile::TempDir,
+    cancel: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start(pms_options: FakePmsOptions, concurrency: usize, retry: RetryPolicy) -> Relay {
+        let ota = FakeOta::start(FakeOtaOptions {
+            auth: basic_fake_auth(),
+            ..FakeOtaOptions::default()
+        })
+        .await
+        .unwrap();
+        let pms = FakePms::start(pms_options).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
+        let cancel = CancellationToken::new();
+        let wake = Arc::new(Notify::new());
+        let drainer = Drainer::new(&basic_settings(&ota), store.clone(), cancel.clone())
+            .unwrap()
+            .notify_on_commit(wake.clone());
+        let forwarder = Forwarder::new(
+            &forward_settings(&pms, concurrency, retry),
+            store.clone(),
+            wake,
+            cancel.clone(),
+        )
+        .unwrap();
+        let tasks = vec![tokio::spawn(drainer.run()), tokio::spawn(forwarder.run())];
+        Relay {
+            ota,
+            pms,
+            store,
+            dir,
+            cancel,
+            tasks,
+        }
+    }
+
+    fn enqueue(&self, from: u64, to: u64) -> Vec<SampleMessage> {
+        let samples: Vec<SampleMessage> = (from..to).map(|i| guest_message(31, i)).collect();
+        self.ota.enqueue(samples.clone());
+        samples
+    }
+
+    async fn stop(self) -> (FakePms, tempfile::TempDir) {
+        self.cancel.cancel();
+        for task in self.tasks {
+            within(20, "workers to stop", task).await.unwrap();
+        }
+        drop(self.store);
+        (self.pms, self.dir)
+    }
+}
+
+fn webhook_id(sample: &SampleMessage) -> String {
+    format!("booking.com:{}", sample.message_id)
+}
+
+#[test]
+fn signatures_match_the_standard_webhooks_test_vector() {
+    let signer = Signer::new(&[Secret::inline(VECTOR_SECRET)]).unwrap();
+    let signature = signer.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#);
+    assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    // During a rotation every configured secret signs, current first, space separated.
+    let other = "whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCBrZXk=";
+    let both = Signer::new(&[Secret::inline(VECTOR_SECRET), Secret::inline(other)]).unwrap();
+    let header = both.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#);
+    let parts: Vec<&str> = header.split(' ').collect();
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0], signature);
+    for secret in [VECTOR_SECRET, other] {
+        assert!(ota_relay::forward::signing::verify(
+            secret,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+            &header
+        ));
+    }
+    assert!(!ota_relay::forward::signing::verify(
+        VECTOR_SECRET,
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        1614265331,
+        br#"{"test": 2432232314}"#,
+        &header
+    ));
+}
+
+/// An implementation of the receiver's check written here, independent of ota-relay's signing module.
+fn independent_verify(secret: &str, id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut signed = format!("{id}.{timestamp}.").into_bytes();
+    signed.extend_from_slice(body);
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(&signed);
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    header.split(' ').any(|s| s == expected)
+}
+
+#[tokio::test]
+async fn every_message_is_delivered_once_with_the_payload_contract() {
+    let relay = Relay::start(FakePmsOptions::default(), 8, fast_retry()).await;
+    let samples = relay.enqueue(0, 300);
+    within(60, "300 deliveries", relay.pms.wait_for(|s| s.accepted_count() == 300)).await;
+    let (pms, dir) = relay.stop().await;
+    let (duplicates, bad, captured) = pms.read(|s| (s.duplicates(), s.bad_signatures, s.captured.clone()));
+    assert_eq!((duplicates, bad), (0, 0));
+    let seqs: HashMap<String, i64> = {
+        let conn = db(&dir.path().join("relay.db"));
+        let mut stmt = conn.prepare("SELECT message_id, seq FROM messages").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let by_id: HashMap<String, &SampleMessage> = samples.iter().map(|s| (webhook_id(s), s)).collect();
+    let mut long_seen = false;
+    for request in &captured {
+        assert!(independent_verify(
+            pms.secret(),
+            &request.webhook_id,
+            request.timestamp,
+            &request.body,
+            &request.signature
+        ));
+        let sample = by_id[&request.webhook_id];
+        let upstream: serde_json::Value = serde_json::from_str(&sample.json).unwrap();
+        let payload: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        let data = &payload["data"];
+        assert_eq!(payload["type"], "message.received");
+        let attempt_time = chrono::DateTime::parse_from_rfc3339(payload["timestamp"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            attempt_time.timestamp(),
+            request.timestamp,
+            "payload timestamp is this attempt's"
+        );
+        assert_eq!(data["provider"], "booking.com");
+        assert_eq!(
+            data["message_id"].as_str().unwrap(),
+            sample.message_id,
+            "ids are strings"
+        );
+        assert_eq!(data["sequence"].as_i64().unwrap(), seqs[&sample.message_id]);
+        assert_eq!(data["conversation"]["id"], upstream["conversation"]["conversation_id"]);
+        assert_eq!(data["conversation"]["type"], "reservation");
+        assert_eq!(
+            data["conversation"]["reference"],
+            upstream["conversation"]["conversation_reference"]
+        );
+        assert_eq!(
+            data["conversation"]["property_id"].as_str().unwrap(),
+            upstream["conversation"]["property_id"].to_string(),
+            "a numeric property id becomes its decimal string"
+        );
+        assert_eq!(data["sender"]["id"], upstream["sender"]["participant_id"]);
+        let role = upstream["sender"]["metadata"]["participant_type"]
+            .as_str()
+            .unwrap()
+            .to_lowercase();
+        assert_eq!(data["sender"]["role"].as_str().unwrap(), role);
+        assert_eq!(
+            data["sender"]["name"],
+            upstream["sender"]["metadata"].get("name").cloned().unwrap_or_default()
+        );
+        assert_eq!(data["content"], upstream["content"], "content is faithful");
+        assert_eq!(data["attachment_ids"], upstream["attachment_ids"]);
+        assert_eq!(
+            data["sent_at"], upstream["timestamp"],
+            "sent_at is copied as the OTA sent it"
+        );
+        assert!(chrono::DateTime::parse_from_rfc3339(data["received_at"].as_str().unwrap()).is_ok());
+        // raw embeds the stored bytes verbatim, unknown fields included.
+        let body = std::str::from_utf8(&request.body).unwrap();
+        assert!(
+            body.contains(&format!("\"raw\":{}", sample.json)),
+            "raw is not verbatim for {}",
+            sample.message_id
+        );
+        long_seen |= upstream["content"].as_str().unwrap().len() > 20_000;
+    }
+    assert!(long_seen, "a 20 KB text went through");
+    assert_eq!(captured.len(), 300);
+}
+
+#[tokio::test]
+async fn signatures_verify_with_python_standard_library_too() {
+    let relay = Relay::start(FakePmsOptions::default(), 4, fast_retry()).await;
+    relay.enqueue(0, 20);
+    within(30, "20 deliveries", relay.pms.wait_for(|s| s.accepted_count() == 20)).await;
+    let (pms, _dir) = relay.stop().await;
+    let requests: Vec<serde_json::Value> = pms.read(|s| {
+        s.captured
+            .iter()
+            .map(|r| {
+                serde_json::json!({"id": r.webhook_id, "ts": r.timestamp, "sig": r.signature,
+                                   "body": String::from_utf8(r.body.to_vec()).unwrap()})
+            })
+            .collect()
+    });
+    let script = r#"
+import base64, hashlib, hmac, json, sys
+secret, requests = sys.argv[1], json.load(sys.stdin)
+key = base64.b64decode(secret.split("_", 1)[1])
+ok = 0
+for r in requests:
+    mac = hmac.new(key, f"{r['id']}.{r['ts']}.".encode() + r["body"].encode(), hashlib.sha256).digest()
+    expected = "v1," + base64.b64encode(mac).decode()
+    ok += any(hmac.compare_digest(expected, s) for s in r["sig"].split(" "))
+print(ok)
+"#;
+    let Ok(mut child) = std::process::Command::new("python3")
+        .args(["-c", script, pms.secret()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("python3 not found; the in-test Rust verifier covers signatures");
+        return;
+    };
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&requests).unwrap().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "20");
+}
+
+#[tokio::test]
+async fn a_flaky_then_failing_pms_gets_everything_and_only_probes_during_the_outage() {
+    let relay = Relay::start(
+        FakePmsOptions {
+            failure_rate: 0.3,
+            seed: 9,
+            latency: Duration::from_millis(10), // so that concurrent requests overlap at the receiver
+            ..FakePmsOptions::default()
+        },
+        8,
+        RetryPolicy {
+            initial_interval: Duration::from_millis(20),
+            max_interval: Duration::from_millis(150),
+            give_up_after: Duration::from_secs(3600),
+        },
+    )
+    .await;
+    relay.enqueue(0, 300);
+    within(
+        60,
+        "300 deliveries through 30% failures",
+        relay.pms.wait_for(|s| s.accepted_count() == 300),
+    )
+    .await;
+    assert!(relay.pms.read(|s| s.requests) > 330, "failures were retried");
+
+    // Outage: the backlog grows while the PMS answers 503 to everything.
+    relay.pms.set_down(true);
+    let before = relay.pms.read(|s| s.requests);
+    relay.enqueue(300, 600);
+    within(30, "the backlog to be stored", relay.ota.wait_for(|s| s.drained())).await;
+    // Up to `concurrency` requests may be under way when the failures start; after 3 in a row it probes.
+    within(30, "probe mode", relay.pms.wait_for(|s| s.requests > before + 8 + 3)).await;
+    relay.pms.reset_max_in_flight();
+    let probes_from = relay.pms.read(|s| s.requests);
+    within(30, "more probes", relay.pms.wait_for(|s| s.requests >= probes_from + 4)).await;
+    let (max_in_flight, during_outage) = relay.pms.read(|s| (s.max_in_flight, s.requests - before));
+    assert_eq!(max_in_flight, 1, "one probe at a time while the PMS is down");
+    assert!(
+        during_outage < 60,
+        "{during_outage} requests during the outage for a backlog of 300: probes, not the backlog"
+    );
+
+    relay.pms.set_down(false);
+    within(
+        60,
+        "the backlog after recovery",
+        relay.pms.wait_for(|s| s.accepted_count() == 600),
+    )
+    .await;
+    let (pms, _dir) = relay.stop().await;
+    assert_eq!(pms.read(|s| s.duplicates()), 0);
+    assert!(
+        pms.read(|s| s.max_in_flight) > 1,
+        "full concurrency resumed after recovery"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_from_the_pms_is_honoured() {
+    let relay = Relay::start(FakePmsOptions::default(), 1, fast_retry()).await;
+    relay.pms.reply_next(PmsReply::RetryAfter {
+        status: 429,
+        seconds: 1,
+    });
+    let samples = relay.enqueue(0, 1);
+    within(30, "the delivery", relay.pms.wait_for(|s| s.accepted_count() == 1)).await;
+    let (pms, _dir) = relay.stop().await;
+    let log = pms.read(|s| s.log.clone());
+    let id = webhook_id(&samples[0]);
+    let attempts: Vec<_> = log.iter().filter(|(_, i, _)| *i == id).collect();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].2, 429);
+    let gap = attempts[1].0 - attempts[0].0;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "retried {gap:?} after Retry-After: 1"
+    );
+}
+
+#[tokio::test]
+async fn gone_is_a_dead_letter_at_once_and_redirects_are_not_followed() {
+    let ota = FakeOta::start(FakeOtaOptions::default()).await.unwrap();
+    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
+    let samples: Vec<SampleMessage> = (0..2).map(|i| guest_message(41, i)).collect();
+    ota.enqueue(samples.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
+    Drainer::new(&basic_settings(&ota), store.clone(), CancellationToken::new())
+        .unwrap()
+        .drain_once()
+        .await
+        .unwrap();
+    let mut forwarder = Forwarder::new(
+        &forward_settings(&pms, 8, fast_retry()),
+        store.clone(),
+        Default::default(),
+        Default::default(),
+    )
+    .unwrap();
+    pms.always(&webhook_id(&samples[0]), 410);
+    pms.always(&webhook_id(&samples[1]), 307);
+    let report = forwarder.deliver_due().await.unwrap();
+    assert_eq!((report.attempted, report.dead, report.retried), (2, 1, 1), "{report:?}");
+    assert_eq!(pms.read(|s| s.requests), 2, "the redirect was not followed");
+    let path = dir.path().join("relay.db");
+    let (state, status, attempts): (String, i64, i64) = db(&path)
+        .query_row(
+            "SELECT d.state, d.last_status, d.attempts FROM deliveries d JOIN messages m USING (seq)
+             WHERE m.message_id = ?1",
+            [&samples[0].message_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((state.as_str(), status, attempts), ("dead", 410, 1));
+}
+
+#[tokio::test]
+async fn retry_delays_grow_from_the_stored_attempt_count_with_jitter_and_cap() {
+    use ota_relay::forward::worker::retry_delay;
+    let policy = RetryPolicy {
+        initial_interval: Duration::from_secs(5),
+        max_interval: Duration::from_secs(3600),
+        give_up_after: Duration::from_secs(72 * 3600),
+    };
+    assert_eq!(retry_delay(&policy, 1, 0.5), Duration::from_secs(5));
+    assert_eq!(retry_delay(&policy, 2, 0.5), Duration::from_secs(10));
+    assert_eq!(retry_delay(&policy, 3, 0.0), Duration::from_secs(16)); // 20 s − 20%
+    assert_eq!(retry_delay(&policy, 3, 0.999_999).as_secs(), 23); // 20 s + 20%
+    assert_eq!(retry_delay(&policy, 30, 0.5), Duration::from_secs(3600), "capped");
+    assert!(
+        retry_delay(&policy, 30, 0.999) <= Duration::from_secs(3600),
+        "jitter never exceeds the cap"
+    );
+}
+
+// ---- through the real binary -------------------------------------------------------------------------
+
+fn forward_section(pms: &FakePms, extra: &str) -> String {
+    format!(
+        "[forward]\nurl = \"{}\"\nsecret = \"{}\"\nrequest_timeout = \"2s\"\n{extra}\n[forward.retry]\n\
+         initial_interval = \"20ms\"\nmax_interval = \"100ms\"\n",
+        pms.url(),
+        pms.secret()
+    )
+}
+
+#[tokio::test]
+async fn dead_letters_can_be_listed_and_replayed_while_the_daemon_runs() {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
+    let samples: Vec<SampleMessage> = (0..20).map(|i| guest_message(51, i)).collect();
+    ota.enqueue(samples.clone());
+    let doomed = &samples[3];
+    pms.always(&webhook_id(doomed), 500);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &ota.base_url(),
+        &format!("{}give_up_after = \"300ms\"\n", forward_section(&pms, "")),
+    );
+    let mut daemon = Daemon::run(&config);
+    let line = daemon.wait_for_log("dead letter").await;
+    assert!(line.contains(&doomed.message_id) && line.contains("500"), "{line}");
+    within(30, "the other 19", pms.wait_for(|s| s.accepted_count() == 19)).await;
+
+    let cli = |args: &[&str]| {
+        let mut full = vec!["dead-letters"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--config", config.to_str().unwrap()]);
+        std::process::Command::new(BIN).args(&full).output().unwrap()
+    };
+    let listed = cli(&["list", "--json"]);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let letters: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["message_id"], doomed.message_id.as_str());
+    assert_eq!(letters[0]["last_status"], 500);
+    assert!(letters[0]["attempts"].as_u64().unwrap() >= 2);
+    let table = String::from_utf8(cli(&["list"]).stdout).unwrap();
+    assert!(
+        table.contains(&doomed.message_id) && table.contains("1 dead letter"),
+        "{table}"
+    );
+
+    assert!(!cli(&["replay", "no-such-message"]).status.success());
+    pms.clear_always();
+    let replayed = cli(&["replay", &doomed.message_id]);
+    let text = String::from_utf8_lossy(&replayed.stdout);
+    assert!(replayed.status.success() && text.contains("picks it up now"), "{text}");
+    // The daemon is woken by the command, well before its 30 s rescan.
+    within(
+        10,
+        "the replayed delivery",
+        pms.wait_for(|s| s.accepted.contains_key(&webhook_id(doomed))),
+    )
+    .await;
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains(pms.secret()), "the webhook secret leaked into the log");
+    assert_eq!(pms.read(|s| s.duplicates()), 0);
+}
+
+#[tokio::test]
+async fn sigkill_during_delivery_loses_nothing_and_duplicates_at_most_what_was_in_flight() {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    let pms = FakePms::start(FakePmsOptions {
+        latency: Duration::from_millis(150),
+        ..FakePmsOptions::default()
+    })
+    .await
+    .unwrap();
+    let samples: Vec<SampleMessage> = (0..240).map(|i| guest_message(61, i)).collect();
+    ota.enqueue(samples.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 8"));
+    let kills = 2;
+    for k in 1..=kills {
+        let daemon = Daemon::run(&config);
+        let target = 60 * k;
+        within(
+            30,
+            "deliveries under way",
+            pms.wait_for(|s| s.accepted_count() >= target && s.in_flight >= 4),
+        )
+        .await;
+        daemon.kill9().await;
+    }
+    let daemon = Daemon::run(&config);
+    within(
+        60,
+        "every message delivered",
+        pms.wait_for(|s| s.accepted_count() == samples.len()),
+    )
+    .await;
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+    let duplicates = pms.read(|s| s.duplicates());
+    eprintln!("duplicates after {kills} kills: {duplicates}");
+    assert!(
+        duplicates <= 8 * kills as u64,
+        "{duplicates} duplicates after {kills} kills at concurrency 8"
+    );
+    let integrity: String = db(&dir.path().join("relay.db"))
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    assert_eq!(
+        count(
+            &dir.path().join("relay.db"),
+            "SELECT count(*) FROM deliveries WHERE state = 'delivered'"
+        ),
+        240
+    );
+}
+
+#[tokio::test]
+async fn enabling_forward_on_a_store_with_history_delivers_the_backlog_oldest_first() {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
+    ota.enqueue((0..150).map(|i| guest_message(71, i)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    // First without [forward]: messages are stored and wait in the outbox.
+    let config = write_config(dir.path(), &ota.base_url(), "");
+    let mut daemon = Daemon::run(&config);
+    daemon.wait_for_log("[forward] is not configured").await;
+    within(30, "drained", ota.wait_for(|s| s.drained())).await;
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.exit().await.0.success());
+    assert_eq!(
+        count(&path, "SELECT count(*) FROM deliveries WHERE state = 'pending'"),
+        150
+    );
+    // A store from before the outbox existed (schema 1) gets its backlog from the migration.
+    db(&path)
+        .execute_batch("DROP TABLE deliveries; PRAGMA user_version = 1;")
+        .unwrap();
+
+    let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 1"));
+    let daemon = Daemon::run(&config);
+    within(30, "the backlog delivered", pms.wait_for(|s| s.accepted_count() == 150)).await;
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+    let order = pms.read(|s| s.accepted_order.clone());
+    let expected: Vec<String> = stored_ids(&path).iter().map(|id| format!("booking.com:{id}")).collect();
+    assert_eq!(order, expected, "delivered oldest first");
+}
+
+#[tokio::test]
+async fn forward_configuration_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[booking]\nusername = \"u\"\npassword = \"p\"\n[forward]\nurl = \"https://pms.example.com/hook\"\n";
+    let cases = [
+        (format!("{base}secret = \"nope\"\n"), "whsec_"),
+        (format!("{base}secret = \"whsec_!!!\"\n"), "base64"),
+        (format!("{base}secret = \"whsec_c2hvcnQ=\"\n"), "at least 16"),
+        (
+            format!("{base}secret = \"{VECTOR_SECRET}\"\nconcurrency = 0\n"),
+            "forward.concurrency",
+        ),
+        (
+            format!("{base}secret = \"{VECTOR_SECRET}\"\nsecret_file = \"/x\"\n"),
+            "forward.secret_file",
+        ),
+        (
+            format!("{base}secret = \"{VECTOR_SECRET}\"\n[forward.retry]\ngive_up = \"1h\"\n"),
+            "forward.retry",
+        ),
+        (format!("{base}\n"), "forward.secret"),
+        (
+            "[booking]\nusername = \"u\"\npassword = \"p\"\n[forward]\nsecret = \"x\"\n".to_owned(),
+            "forward.url",
+        ),
+    ];
+    for (text, needle) in cases {
+        let path = dir.path().join("f.toml");
+        std::fs::write(&path, &text).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["check-config", "--config", path.to_str().unwrap()])
+            .env_remove("OTA_RELAY_FORWARD_SECRET")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{text}\n{stderr}");
+        assert!(stderr.contains(needle), "{text}\nshould mention {needle}: {stderr}");
+    }
+    // Rotation: an array, masked one by one.
+    let path = dir.path().join("ok.toml");
+    std::fs::write(
+        &path,
+        format!("{base}secret = [\"{VECTOR_SECRET}\", \"whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCBrZXk=\"]\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("secret = [\"********\", \"********\"]"), "{stdout}");
+    assert!(!stdout.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+}
