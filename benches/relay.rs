@@ -7,7 +7,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ota_relay::fake::{FakeOta, FakeOtaOptions, SampleMessage, guest_message};
+use ota_relay::fake::{FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, SampleMessage, guest_message};
+use ota_relay::store::{Access, IncomingBatch, Store};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ota-relay");
 
@@ -98,6 +99,79 @@ async fn drain_run(n: u64) -> DrainRun {
     }
 }
 
+/// A store holding `n` stored messages whose deliveries are all pending, built through the real parser and
+/// `Store::commit_batch` (much faster than draining them over HTTP first).
+async fn prepare_backlog(dir: &Path, n: u64) {
+    let store = Store::open(&dir.join("relay.db"), Access::Consumer).unwrap();
+    let mut next = 0;
+    while next < n {
+        let end = (next + 2000).min(n);
+        let messages: Vec<String> = (next..end).map(|i| guest_message(7, i).json).collect();
+        let body = format!(
+            r#"{{"data":{{"messages":[{}],"ok":true}},"errors":[]}}"#,
+            messages.join(",")
+        );
+        let answer = ota_relay::booking::wire::parse_latest(body.as_bytes()).unwrap();
+        store
+            .commit_batch(IncomingBatch {
+                provider: "booking.com",
+                fetched_at: ota_relay::store::now_ms(),
+                ruid: None,
+                elements: answer.elements,
+            })
+            .await
+            .unwrap();
+        next = end;
+    }
+}
+
+struct ForwardRun {
+    delivered: u64,
+    seconds: f64,
+    peak_rss_kb: u64,
+}
+
+/// Delivers `deliver` of `pending` backlogged messages to a fast local receiver, with the real daemon.
+async fn forward_run(pending: u64, deliver: u64, concurrency: usize) -> ForwardRun {
+    let dir = tempfile::tempdir().unwrap();
+    prepare_backlog(dir.path(), pending).await;
+    let ota = FakeOta::start(FakeOtaOptions::default()).await.unwrap();
+    let pms = FakePms::start(FakePmsOptions {
+        capture: false,
+        ..FakePmsOptions::default()
+    })
+    .await
+    .unwrap();
+    let forward = format!(
+        "[forward]\nurl = \"{}\"\nsecret = \"{}\"\nconcurrency = {concurrency}\n",
+        pms.url(),
+        pms.secret()
+    );
+    let config = write_config(dir.path(), &ota.base_url(), &forward);
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let target = deliver as usize;
+    tokio::time::timeout(Duration::from_secs(900), pms.wait_for(|s| s.accepted_count() >= target))
+        .await
+        .expect("delivered within 15 minutes");
+    let done = Instant::now();
+    let (peak_rss_kb, _) = process_figures(pid);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = child.wait().await;
+    let first = pms.read(|s| s.first_request).expect("requests were made");
+    assert_eq!(pms.read(|s| s.bad_signatures), 0);
+    ForwardRun {
+        delivered: deliver,
+        seconds: (done - first).as_secs_f64(),
+        peak_rss_kb,
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -127,6 +201,26 @@ fn main() {
                 note: "VmHWM of the daemon; target < 40 MB, flat".into(),
             });
         }
+        for concurrency in [8, 32] {
+            let n = scale(50_000);
+            let run = forward_run(n, n, concurrency).await;
+            rows.push(Row {
+                figure: format!("deliveries to a local receiver, concurrency {concurrency}"),
+                value: format!("{:.0} /s", run.delivered as f64 / run.seconds),
+                note: format!("{} in {:.2} s; target >= 5,000/s", run.delivered, run.seconds),
+            });
+        }
+        let pending = scale(1_000_000);
+        let run = forward_run(pending, pending / 5, 32).await;
+        rows.push(Row {
+            figure: format!("peak RSS with {pending} pending deliveries"),
+            value: format!("{:.1} MB", run.peak_rss_kb as f64 / 1024.0),
+            note: format!(
+                "while delivering the first {} ({:.0}/s); target < 40 MB",
+                run.delivered,
+                run.delivered as f64 / run.seconds
+            ),
+        });
     });
     print_table(&rows);
 }

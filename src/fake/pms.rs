@@ -77,6 +77,7 @@ pub struct PmsState {
     pub bad_signatures: u64,
     pub in_flight: usize,
     pub max_in_flight: usize,
+    pub first_request: Option<Instant>,
     /// (when, webhook-id, status) of every request (kept with `capture`).
     pub log: Vec<(Instant, String, u16)>,
     down: bool,
@@ -205,6 +206,7 @@ impl Drop for InFlight {
 async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     shared.mutate(|s| {
         s.requests += 1;
+        s.first_request.get_or_insert_with(Instant::now);
         s.in_flight += 1;
         s.max_in_flight = s.max_in_flight.max(s.in_flight);
     });

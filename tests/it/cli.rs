@@ -203,6 +203,26 @@ async fn the_example_configuration_is_valid_and_documents_every_key() {
             "the example does not document {key}"
         );
     }
+    // The commented-out optional sections are valid too, once uncommented.
+    let (required, optional) = text.split_once("#[forward]").expect("a [forward] example");
+    let uncommented: String = optional
+        .lines()
+        .filter(|l| l.starts_with('#') && !l.starts_with("# ") && l.len() > 1)
+        .filter(|l| !l.starts_with("#secret_file")) // one secret source at a time
+        .map(|l| format!("{}\n", &l[1..]))
+        .collect::<String>()
+        .replace("whsec_...", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    let full = format!("{required}\n[forward]\n{uncommented}");
+    let (code, stdout, stderr) = check_config(dir.path(), &full, &[("OTA_RELAY_BOOKING_PASSWORD", "pw")]).await;
+    assert_eq!(code, Some(0), "{full}\n{stderr}");
+    for line in stdout.lines().filter(|l| l.contains(" = ")) {
+        let key = line.split(" = ").next().unwrap().trim();
+        assert!(
+            text.contains(&format!("{key} =")),
+            "the example does not document {key}"
+        );
+    }
+    assert!(stdout.contains("give_up_after = \"3days\""), "{stdout}");
 }
 
 #[tokio::test]
