@@ -639,3 +639,40 @@ async fn forward_configuration_errors_name_the_key() {
     assert!(stdout.contains("secret = [\"********\", \"********\"]"), "{stdout}");
     assert!(!stdout.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
 }
+
+#[tokio::test]
+async fn sigterm_lets_deliveries_in_flight_finish_and_records_them() {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    let pms = FakePms::start(FakePmsOptions {
+        latency: Duration::from_millis(400),
+        ..FakePmsOptions::default()
+    })
+    .await
+    .unwrap();
+    ota.enqueue((0..40).map(|i| guest_message(81, i)));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 4"));
+    let daemon = Daemon::run(&config);
+    within(30, "deliveries in flight", pms.wait_for(|s| s.in_flight == 4)).await;
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("delivery worker stopped abandoned=0"), "{stderr}");
+    let accepted = pms.read(|s| s.accepted_count());
+    let path = dir.path().join("relay.db");
+    assert_eq!(
+        count(&path, "SELECT count(*) FROM deliveries WHERE state = 'delivered'"),
+        accepted as i64,
+        "every accepted delivery was recorded before exit"
+    );
+    let daemon = Daemon::run(&config);
+    within(30, "the rest", pms.wait_for(|s| s.accepted_count() == 40)).await;
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.exit().await.0.success());
+    assert_eq!(pms.read(|s| s.duplicates()), 0, "a graceful stop duplicates nothing");
+}
