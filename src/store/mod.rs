@@ -22,6 +22,8 @@ pub use tokens::Reservation;
 
 /// How long a writer waits for another connection's lock (operator commands run beside the daemon).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the daemon waits at startup for another program's write transaction before refusing to start.
+const STARTUP_LOCK_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,16 +39,46 @@ pub enum StoreError {
          run the newer ota-relay or restore a backup made for this version"
     )]
     TooNew { path: PathBuf, found: i64, supported: i64 },
+    #[error(
+        "store {path} is not writable ({detail}); check the path and its file system (mounted read-only?), \
+         and under systemd that it lies in the unit's StateDirectory"
+    )]
+    ReadOnly { path: PathBuf, detail: String },
+    #[error(
+        "store {path} is locked by another program holding a write transaction (a sqlite3 shell or a backup \
+         tool?); close it and start again"
+    )]
+    Busy { path: PathBuf },
+    #[error(
+        "store {path} is damaged ({detail}); ota-relay will not write to it. Stop, move the file aside (with its \
+         -wal and -shm files) and restore the latest backup (`ota-relay backup` makes them), or salvage it with \
+         `sqlite3 {path} .recover`; then start again"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "the disk holding the store is full ({0}); whatever could not be stored was not confirmed upstream or \
+         marked delivered. Free some space: ota-relay resumes by itself"
+    )]
+    Full(String),
     #[error("store error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("the store thread has stopped")]
     Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
+            _ => StoreError::Sqlite(e),
+        }
+    }
 }
 
 impl StoreError {
     /// True when the store cannot be used at all as it is (newer schema, corruption): a restart won't help.
     pub fn is_data_error(&self) -> bool {
-        matches!(self, StoreError::TooNew { .. })
+        matches!(self, StoreError::TooNew { .. } | StoreError::Corrupt { .. })
     }
 }
 
@@ -89,6 +121,9 @@ impl Store {
             }
         };
         let mut conn = connect(path)?;
+        if access == Access::Consumer {
+            startup_checks(&conn, path)?;
+        }
         schema::migrate(&mut conn, path, access == Access::Consumer)?;
 
         let (jobs, rx) = mpsc::channel::<Job>();
@@ -145,9 +180,15 @@ fn take_lock(path: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| StoreError::Open {
-            path: path.to_owned(),
-            detail: format!("cannot open lock file {}: {e}", lock_path.display()),
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied => StoreError::ReadOnly {
+                path: path.to_owned(),
+                detail: format!("cannot create the lock file {}: {e}", lock_path.display()),
+            },
+            _ => StoreError::Open {
+                path: path.to_owned(),
+                detail: format!("cannot open lock file {}: {e}", lock_path.display()),
+            },
         })?;
     match file.try_lock() {
         Ok(()) => {
@@ -203,17 +244,22 @@ pub fn consumer_pid(path: &Path) -> Option<u32> {
 
 /// Opens a connection with the durability settings every writer must use.
 pub(crate) fn connect(path: &Path) -> Result<Connection, StoreError> {
-    let open_err = |e: rusqlite::Error| StoreError::Open {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    };
+    let classify = |e: rusqlite::Error| classify_open_error(path, e);
+    // READ_WRITE falls back to read-only when the OS refuses writes: checked below rather than discovered at the
+    // first commit.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    let conn = Connection::open_with_flags(path, flags).map_err(classify)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(classify)? {
+        return Err(StoreError::ReadOnly {
+            path: path.to_owned(),
+            detail: "the file can only be opened read-only".into(),
+        });
+    }
     // WAL + synchronous=FULL: a commit is durable once COMMIT returns, which is what allows a confirm upstream.
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(open_err)?;
+        .map_err(classify)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Open {
             path: path.to_owned(),
@@ -221,8 +267,69 @@ pub(crate) fn connect(path: &Path) -> Result<Connection, StoreError> {
         });
     }
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
-        .map_err(open_err)?;
+        .map_err(classify)?;
     Ok(conn)
+}
+
+fn classify_open_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(NotADatabase | DatabaseCorrupt) => StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        },
+        Some(ReadOnly) => StoreError::ReadOnly {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        },
+        Some(DatabaseBusy | DatabaseLocked) => StoreError::Busy { path: path.to_owned() },
+        Some(CannotOpen) if directory_read_only(path) => StoreError::ReadOnly {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        },
+        _ => StoreError::Open {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        },
+    }
+}
+
+fn directory_read_only(path: &Path) -> bool {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let probe = dir.join(format!(".ota-relay-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            false
+        }
+        Err(_) => true,
+    }
+}
+
+/// Before the daemon touches anything: the store must be intact and writable now.
+///
+/// `quick_check` reads the whole file (seconds for gigabytes): a damaged store is refused with instructions,
+/// never written to or recreated. The write probe turns "locked by another program" into a startup error
+/// instead of a drain loop that fails at every commit.
+fn startup_checks(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let classify = |e: rusqlite::Error| classify_open_error(path, e);
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA quick_check(5)")
+        .and_then(|mut stmt| stmt.query_map([], |r| r.get::<_, String>(0))?.collect())
+        .map_err(classify)?;
+    if problems != ["ok"] {
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("quick_check: {}", problems.join("; ")),
+        });
+    }
+    conn.busy_timeout(STARTUP_LOCK_WAIT).map_err(classify)?;
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").map_err(classify)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch: the store's time unit.

@@ -5,4 +5,5 @@ mod cli;
 mod daemon;
 mod drain;
 mod forward;
+mod storage;
 mod support;

@@ -1,0 +1,185 @@
+//! Storage faults: a full disk, read-only, locked and damaged stores.
+
+use std::path::Path;
+
+use ota_relay::drain::{DrainError, Drainer};
+use ota_relay::fake::{FakeOta, FakeOtaOptions, guest_message};
+use ota_relay::store::{Access, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_full_disk_means_no_confirm_a_clear_error_and_recovery_when_space_returns() {
+    let fake = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    fake.enqueue((0..400).map(|i| guest_message(91, i)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let store = Store::open(&path, Access::Consumer).unwrap();
+    let mut drainer = Drainer::new(&basic_settings(&fake), store.clone(), CancellationToken::new()).unwrap();
+    assert_eq!(drainer.drain_once().await.unwrap().confirmed, 100);
+
+    // The file may not grow any further: SQLite answers SQLITE_FULL, exactly as on a full disk.
+    store
+        .call(|conn| {
+            let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            conn.pragma_update(None, "max_page_count", pages)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        match drainer.drain_once().await {
+            Err(e @ DrainError::Store(StoreError::Full(_))) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("disk holding the store is full") && text.contains("nothing was confirmed"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected a full store, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        fake.read(|s| (s.puts, s.confirmed)),
+        (1, 100),
+        "nothing more was confirmed"
+    );
+    assert_eq!(count(&path, "SELECT count(*) FROM messages"), 100, "no partial batch");
+
+    store
+        .call(|conn| {
+            conn.pragma_update(None, "max_page_count", 1_073_741_823)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(drainer.drain_once().await.unwrap().confirmed, 100);
+    }
+    assert_eq!(count(&path, "SELECT count(*) FROM messages"), 400);
+    assert_eq!(count(&path, "SELECT count(*) FROM deliveries"), 400);
+    assert!(fake.read(|s| s.violations.is_empty() && s.drained()));
+}
+
+async fn start_refused(config: &Path, envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let (status, stderr) = Daemon::spawn(&["run", "--config", config.to_str().unwrap()], envs)
+        .exit()
+        .await;
+    (status.code(), stderr)
+}
+
+/// A store that exists and holds messages, drained by the real binary.
+async fn populated_store(dir: &Path) -> (FakeOta, std::path::PathBuf) {
+    let fake = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    fake.enqueue((0..300).map(|i| guest_message(93, i)));
+    let config = write_config(dir, &fake.base_url(), "");
+    let daemon = Daemon::run(&config);
+    within(30, "drained", fake.wait_for(|s| s.drained())).await;
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.exit().await.0.success());
+    // Fold the WAL into the main file so that the file alone is the store.
+    db(&dir.join("relay.db"))
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    (fake, config)
+}
+
+#[tokio::test]
+async fn a_read_only_store_is_a_clear_startup_error_even_for_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_fake, config) = populated_store(dir.path()).await;
+    let store_dir = dir.path().to_str().unwrap();
+
+    // 1. The store's directory on a read-only mount (a private mount namespace: nothing leaks out of the test).
+    let script = format!(
+        "mount --bind {store_dir} {store_dir} && mount -o remount,ro,bind {store_dir} && exec {BIN} run --config {}",
+        config.display()
+    );
+    let output = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output();
+    match output {
+        Ok(out) if !String::from_utf8_lossy(&out.stderr).contains("unshare failed") => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "started on a read-only mount: {stderr}");
+            assert!(stderr.contains("is not writable"), "{stderr}");
+        }
+        _ => eprintln!("unshare is not available here; read-only mount case not run"),
+    }
+
+    // 2. The store file itself immutable (chattr +i stops root too).
+    let file = dir.path().join("relay.db");
+    if std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&file)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let (code, stderr) = start_refused(&config, &[]).await;
+        let _ = std::process::Command::new("chattr").arg("-i").arg(&file).status();
+        assert_ne!(code, Some(0), "{stderr}");
+        assert!(stderr.contains("is not writable"), "{stderr}");
+    } else {
+        eprintln!("chattr is not available here; immutable-file case not run");
+    }
+}
+
+#[tokio::test]
+async fn a_store_locked_by_another_program_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_fake, config) = populated_store(dir.path()).await;
+    let holder = db(&dir.path().join("relay.db"));
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (code, stderr) = start_refused(&config, &[]).await;
+    holder.execute_batch("ROLLBACK").unwrap();
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("locked by another program"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_damaged_store_is_refused_with_instructions_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_fake, config) = populated_store(dir.path()).await;
+    let path = dir.path().join("relay.db");
+    // Overwrite a stretch of b-tree pages in the middle of the file.
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 64 * 1024, "a store with some pages");
+    let middle = bytes.len() / 2;
+    for (i, b) in bytes[middle..middle + 8192].iter_mut().enumerate() {
+        *b = (i * 7 + 13) as u8;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, stderr) = start_refused(&config, &[]).await;
+    assert_eq!(code, Some(65), "{stderr}");
+    assert!(
+        stderr.contains("is damaged") && stderr.contains("restore the latest backup"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the damaged store was modified");
+
+    // Not a database at all.
+    std::fs::write(
+        &path,
+        b"this is not an SQLite database, it is a text file that is long enough",
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(dir.path().join("relay.db-wal"));
+    let (code, stderr) = start_refused(&config, &[]).await;
+    assert_eq!(code, Some(65), "{stderr}");
+    assert!(stderr.contains("is damaged"), "{stderr}");
+    assert!(
+        std::fs::read(&path).unwrap().starts_with(b"this is not an SQLite"),
+        "never recreated"
+    );
+}
