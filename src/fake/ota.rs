@@ -136,6 +136,8 @@ pub struct OtaState {
     pub puts: u64,
     /// Messages removed by applied confirms.
     pub confirmed: u64,
+    /// Ids removed by applied confirms (gone from upstream for good: they must be in the store).
+    pub confirmed_ids: std::collections::HashSet<String>,
     pub redeliveries: u64,
     pub faults_injected: u64,
     pub unauthorized: u64,
@@ -535,6 +537,7 @@ async fn confirm(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q)
             let n = n.min(s.queue.len());
             let mut rng = shared.rng.lock().expect("fake rng");
             for q in s.queue.drain(..n).collect::<Vec<_>>() {
+                s.confirmed_ids.insert(q.id.clone());
                 if !q.redelivered && redelivery_rate > 0.0 && rng.f64() < redelivery_rate {
                     s.redeliveries += 1;
                     s.queue.push_back(Queued { redelivered: true, ..q });

@@ -2,8 +2,10 @@
 
 mod auth;
 mod cli;
+mod crash;
 mod daemon;
 mod drain;
 mod forward;
+mod model;
 mod storage;
 mod support;
