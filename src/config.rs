@@ -18,6 +18,13 @@ pub const DEFAULT_TOKEN_URL: &str =
 pub const ENV_BOOKING_PASSWORD: &str = "OTA_RELAY_BOOKING_PASSWORD";
 pub const ENV_BOOKING_CLIENT_SECRET: &str = "OTA_RELAY_BOOKING_CLIENT_SECRET";
 pub const ENV_FORWARD_SECRET: &str = "OTA_RELAY_FORWARD_SECRET";
+const DEFAULT_DUPLICATE_FILTER: &str = "0 */15 * * * *";
+const DEFAULT_RETENTION_JOB: &str = "0 30 3 * * *";
+const DEFAULT_MAINTENANCE: &str = "0 0 4 * * 0";
+const DEFAULT_CONTENT_RETENTION: &str = "30d";
+const DEFAULT_TOMBSTONE_RETENTION: &str = "400d";
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 /// Standard Webhooks secrets are "whsec_" + base64 of the key; shorter keys are refused as too weak.
 const MIN_WEBHOOK_KEY_BYTES: usize = 16;
 
@@ -42,6 +49,10 @@ pub struct Settings {
     pub log: LogSettings,
     /// Absent: nothing is sent; deliveries wait in the outbox until it is configured.
     pub forward: Option<ForwardSettings>,
+    pub jobs: JobsSettings,
+    pub retention: RetentionSettings,
+    /// Absent: no health or metrics listener.
+    pub http: Option<HttpSettings>,
     /// Legal but suspicious choices, reported by `check-config` and logged at start.
     pub warnings: Vec<String>,
 }
@@ -90,6 +101,52 @@ pub struct RetryPolicy {
     pub max_interval: Duration,
     /// Counted from the first attempt; then the delivery becomes a dead letter.
     pub give_up_after: Duration,
+}
+
+/// The housekeeping schedules; `None` is a job turned "off".
+#[derive(Debug, Clone)]
+pub struct JobsSettings {
+    pub duplicate_filter: Option<Schedule>,
+    pub retention: Option<Schedule>,
+    pub maintenance: Option<Schedule>,
+    pub timezone: chrono_tz::Tz,
+}
+
+impl JobsSettings {
+    /// Every job turned off (the demo, tests that drive jobs themselves).
+    pub fn off() -> JobsSettings {
+        JobsSettings {
+            duplicate_filter: None,
+            retention: None,
+            maintenance: None,
+            timezone: chrono_tz::UTC,
+        }
+    }
+}
+
+/// A cron pattern with a seconds field, as written and as parsed.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub pattern: String,
+    pub cron: croner::Cron,
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Schedule) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+/// How long content and tombstones are kept; `None` is "forever".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionSettings {
+    pub content: Option<Duration>,
+    pub tombstones: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -161,6 +218,33 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     forward: Option<RawForward>,
+    #[serde(default)]
+    jobs: RawJobs,
+    #[serde(default)]
+    retention: RawRetention,
+    http: Option<RawHttp>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawJobs {
+    duplicate_filter: Option<String>,
+    retention: Option<String>,
+    maintenance: Option<String>,
+    timezone: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    content: Option<String>,
+    tombstones: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -240,7 +324,7 @@ struct RawLog {
 
 /// Reads and validates the configuration file. Environment variables are read for secrets only.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = read_bounded(path, MAX_CONFIG_BYTES).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
@@ -255,11 +339,16 @@ pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> R
 /// For operator commands (status, dead letters, backups): the whole file is validated except that secrets are
 /// not resolved, since they may only be readable by the service (systemd credentials, its environment).
 pub fn load_for_tools(path: &Path) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = read_bounded(path, MAX_CONFIG_BYTES).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse_with(path, &text, &|_| None, false)
+    parse_for_tools(path, &text)
+}
+
+/// [`load_for_tools`] on text already read.
+pub fn parse_for_tools(path: &Path, text: &str) -> Result<Settings, ConfigError> {
+    parse_with(path, text, &|_| None, false)
 }
 
 fn parse_with(
@@ -302,12 +391,32 @@ fn parse_with(
         None => None,
     };
 
+    let jobs = ctx.jobs(raw.jobs)?;
+    let retention = RetentionSettings {
+        content: ctx.retention("retention.content", raw.retention.content, DEFAULT_CONTENT_RETENTION)?,
+        tombstones: ctx.retention(
+            "retention.tombstones",
+            raw.retention.tombstones,
+            DEFAULT_TOMBSTONE_RETENTION,
+        )?,
+    };
+    if jobs.retention.is_none() && (retention.content.is_some() || retention.tombstones.is_some()) {
+        warnings.push("jobs.retention is \"off\": [retention] periods are not applied".into());
+    }
+    let http = match raw.http {
+        Some(h) => Some(ctx.http(h)?),
+        None => None,
+    };
+
     Ok(Settings {
         source: path.to_owned(),
         store,
         booking,
         log,
         forward,
+        jobs,
+        retention,
+        http,
         warnings,
     })
 }
@@ -485,7 +594,7 @@ impl Ctx<'_> {
             (Some(OneOrMany::One(s)), None, None) => (vec![s], SecretSource::Key(key.into())),
             (Some(OneOrMany::Many(list)), None, None) => (list, SecretSource::Key(key.into())),
             (None, Some(path), None) => {
-                let text = std::fs::read_to_string(&path)
+                let text = read_bounded(&path, MAX_SECRET_FILE_BYTES)
                     .map_err(|e| self.invalid(file_key, &format!("cannot read {}: {e}", path.display())))?;
                 let lines = text
                     .lines()
@@ -569,7 +678,7 @@ impl Ctx<'_> {
             }
             (Some(v), None, None) => (v, SecretSource::Key(key.to_owned())),
             (None, Some(path), None) => {
-                let text = std::fs::read_to_string(&path)
+                let text = read_bounded(&path, MAX_SECRET_FILE_BYTES)
                     .map_err(|e| self.invalid(file_key, &format!("cannot read {}: {e}", path.display())))?;
                 let trimmed = text.strip_suffix('\n').unwrap_or(&text);
                 let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned();
@@ -634,6 +743,83 @@ impl Ctx<'_> {
             None => Ok(Duration::from_secs(default_secs)),
         }
     }
+}
+
+impl Ctx<'_> {
+    fn jobs(&self, raw: RawJobs) -> Result<JobsSettings, ConfigError> {
+        let timezone = raw.timezone.unwrap_or_else(|| "UTC".into());
+        let timezone = timezone.parse::<chrono_tz::Tz>().map_err(|_| {
+            self.invalid(
+                "jobs.timezone",
+                &format!("{timezone:?} is not an IANA time zone name (like \"UTC\" or \"Europe/Amsterdam\")"),
+            )
+        })?;
+        Ok(JobsSettings {
+            duplicate_filter: self.schedule("jobs.duplicate_filter", raw.duplicate_filter, DEFAULT_DUPLICATE_FILTER)?,
+            retention: self.schedule("jobs.retention", raw.retention, DEFAULT_RETENTION_JOB)?,
+            maintenance: self.schedule("jobs.maintenance", raw.maintenance, DEFAULT_MAINTENANCE)?,
+            timezone,
+        })
+    }
+
+    fn schedule(&self, key: &str, value: Option<String>, default: &str) -> Result<Option<Schedule>, ConfigError> {
+        let pattern = value.unwrap_or_else(|| default.to_owned());
+        if pattern.trim() == "off" {
+            return Ok(None);
+        }
+        let cron = crate::jobs::parse_schedule(&pattern).map_err(|e| {
+            self.invalid(
+                key,
+                &format!(
+                    "{pattern:?} is not a cron schedule with a seconds field (like \"0 */15 * * * *\"), or \"off\": {e}"
+                ),
+            )
+        })?;
+        Ok(Some(Schedule { pattern, cron }))
+    }
+
+    fn retention(&self, key: &str, value: Option<String>, default: &str) -> Result<Option<Duration>, ConfigError> {
+        let text = value.unwrap_or_else(|| default.to_owned());
+        if text.trim() == "forever" {
+            return Ok(None);
+        }
+        match humantime::parse_duration(&text) {
+            Ok(d) if !d.is_zero() => Ok(Some(d)),
+            Ok(_) => Err(self.invalid(key, "must be above zero, or \"forever\"")),
+            Err(e) => Err(self.invalid(
+                key,
+                &format!("{text:?} is not a duration (like \"30d\") or \"forever\": {e}"),
+            )),
+        }
+    }
+
+    fn http(&self, raw: RawHttp) -> Result<HttpSettings, ConfigError> {
+        let listen = raw
+            .listen
+            .ok_or_else(|| self.invalid("http.listen", "missing (an address like \"127.0.0.1:9477\")"))?;
+        let listen = listen.parse().map_err(|_| {
+            self.invalid(
+                "http.listen",
+                &format!("{listen:?} is not an IP address and port (like \"127.0.0.1:9477\")"),
+            )
+        })?;
+        Ok(HttpSettings { listen })
+    }
+}
+
+/// Reads a text file of at most `limit` bytes: a path pointing at a device or a huge file is an error, not an
+/// unbounded allocation.
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(limit + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "larger than {} KiB; is this the right file?",
+            limit / 1024
+        )));
+    }
+    Ok(text)
 }
 
 /// The HMAC key of a Standard Webhooks secret: the base64 after `whsec_`.
@@ -724,6 +910,36 @@ impl Settings {
                 out,
                 "\n# [forward] is not configured: messages are stored and wait in the outbox."
             );
+        }
+        let j = &self.jobs;
+        let _ = writeln!(out, "\n[jobs]");
+        for (key, schedule) in [
+            ("duplicate_filter", &j.duplicate_filter),
+            ("retention", &j.retention),
+            ("maintenance", &j.maintenance),
+        ] {
+            let _ = writeln!(
+                out,
+                "{key} = {}",
+                quote(schedule.as_ref().map_or("off", |s| &s.pattern))
+            );
+        }
+        let _ = writeln!(out, "timezone = {}", quote(j.timezone.name()));
+        let _ = writeln!(out, "\n[retention]");
+        for (key, d) in [
+            ("content", self.retention.content),
+            ("tombstones", self.retention.tombstones),
+        ] {
+            let value = d.map_or("forever".to_owned(), |d| humantime::format_duration(d).to_string());
+            let _ = writeln!(out, "{key} = {}", quote(&value));
+        }
+        match &self.http {
+            Some(h) => {
+                let _ = writeln!(out, "\n[http]\nlisten = {}", quote(&h.listen.to_string()));
+            }
+            None => {
+                let _ = writeln!(out, "\n# [http] is not configured: no health or metrics listener.");
+            }
         }
         out
     }

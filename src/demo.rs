@@ -9,7 +9,8 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    BookingAuth, BookingSettings, ForwardSettings, LogFormat, LogSettings, RetryPolicy, Secret, Settings, StoreSettings,
+    BookingAuth, BookingSettings, ForwardSettings, JobsSettings, LogFormat, LogSettings, RetentionSettings,
+    RetryPolicy, Secret, Settings, StoreSettings,
 };
 use crate::fake::{
     Endpoint, FakeAuth, FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, Fault, PmsReply, guest_message,
@@ -108,6 +109,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
                 give_up_after: Duration::from_secs(3600),
             },
         }),
+        jobs: JobsSettings::off(),
+        retention: RetentionSettings {
+            content: None,
+            tombstones: None,
+        },
+        http: None,
         warnings: Vec::new(),
     };
     let path = settings.store.path.clone();

@@ -12,7 +12,10 @@ pub mod demo;
 pub mod drain;
 pub mod fake;
 pub mod forward;
+#[doc(hidden)]
+pub mod hostile;
 pub mod http;
+pub mod jobs;
 pub mod ops;
 pub mod store;
 pub mod telemetry;

@@ -146,6 +146,8 @@ pub struct OtaState {
     pub violations: Vec<String>,
     /// (when, endpoint, HTTP status or 0 for a dropped answer) of the latest requests.
     pub requests: VecDeque<(Instant, Endpoint, u16)>,
+    /// When the first request of all arrived (benchmarks: start-up time, drain time).
+    pub first_request: Option<Instant>,
     last_served: Option<usize>,
     tokens: HashMap<String, u32>,
     revoked: bool,
@@ -169,6 +171,7 @@ impl OtaState {
     }
 
     fn log(&mut self, endpoint: Endpoint, status: u16) {
+        self.first_request.get_or_insert_with(Instant::now);
         if self.requests.len() >= 10_000 {
             self.requests.pop_front();
         }

@@ -231,12 +231,13 @@ pub enum Replay {
 }
 
 /// Makes dead letters pending again, due now, with a fresh attempt count (so `give_up_after` restarts).
-/// Returns how many were replayed.
+/// Returns how many were replayed. Tombstones (erased, or past retention) have nothing left to send.
 pub fn replay(conn: &mut Connection, which: &Replay, now: i64) -> rusqlite::Result<usize> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let sql = "UPDATE deliveries SET state = 'pending', attempts = 0, first_attempt_at = NULL,
                    next_attempt_at = ?1, done_at = NULL
-               WHERE state = 'dead'";
+               WHERE state = 'dead'
+                   AND seq NOT IN (SELECT seq FROM messages WHERE tombstoned_at IS NOT NULL)";
     let n = match which {
         Replay::All => tx.execute(sql, params![now])?,
         Replay::MessageId(id) => tx.execute(

@@ -99,6 +99,21 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_dead ON deliveries (done_at) WHERE state = 'dead';
     INSERT INTO deliveries (seq, next_attempt_at) SELECT seq, first_seen_at FROM messages ORDER BY seq;
     "#,
+    // 3: housekeeping. Redelivery counts compacted from `receipts`; tombstones (content removed by retention or
+    // an erasure request, the row kept so that a redelivery is still recognised); the last run of each job.
+    r#"
+    ALTER TABLE messages ADD COLUMN redeliveries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN content_sha256 TEXT;
+    ALTER TABLE messages ADD COLUMN tombstoned_at INTEGER;
+    CREATE TABLE job_runs (
+        job         TEXT PRIMARY KEY,
+        started_at  INTEGER NOT NULL,
+        finished_at INTEGER,
+        ok          INTEGER,
+        summary     TEXT,
+        runs        INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -120,6 +135,10 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path, may_upgrade: bool) -> 
                  restart the daemon with this version once to migrate it"
             ),
         });
+    }
+    if found == 0 {
+        // Only possible before the first table exists; lets the maintenance job return free pages to the OS.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let version = index as i64 + 1;

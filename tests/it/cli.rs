@@ -83,6 +83,11 @@ async fn bad_configurations_exit_78_naming_the_file_and_the_key() {
             vec!["booking", "missing section"],
         ),
         ("[booking\n".to_owned(), &[], vec!["line 1"]),
+        (
+            VALID.replace("password = \"s3cret-Pa55word\"", "password_file = \"/dev/zero\""),
+            &[],
+            vec!["booking.password_file", "larger than 64 KiB"],
+        ),
     ];
     for (text, envs, needles) in cases {
         let (code, stdout, stderr) = check_config(dir.path(), &text, envs).await;

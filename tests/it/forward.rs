@@ -571,7 +571,11 @@ async fn enabling_forward_on_a_store_with_history_delivers_the_backlog_oldest_fi
     );
     // A store from before the outbox existed (schema 1) gets its backlog from the migration.
     db(&path)
-        .execute_batch("DROP TABLE deliveries; PRAGMA user_version = 1;")
+        .execute_batch(
+            "DROP TABLE deliveries; DROP TABLE job_runs; ALTER TABLE messages DROP COLUMN redeliveries;
+             ALTER TABLE messages DROP COLUMN content_sha256; ALTER TABLE messages DROP COLUMN tombstoned_at;
+             PRAGMA user_version = 1;",
+        )
         .unwrap();
 
     let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 1"));

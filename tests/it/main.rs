@@ -6,6 +6,7 @@ mod crash;
 mod daemon;
 mod drain;
 mod forward;
+mod hostile;
 mod model;
 mod storage;
 mod support;

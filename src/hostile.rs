@@ -1,0 +1,67 @@
+//! The properties every parser of outside data must keep on hostile input: never panic, never allocate beyond
+//! the input's size class, and either produce something usable or a clear error. The cargo-fuzz targets in
+//! `fuzz/` call these, and the test suite replays the fuzz corpus and random inputs through them.
+
+use std::path::Path;
+
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+use crate::booking::wire;
+use crate::store::Element;
+
+/// A `GET /messaging/messages/latest` answer.
+pub fn check_latest_answer(data: &[u8]) {
+    match wire::parse_latest(data) {
+        Ok(answer) => {
+            for element in answer.elements {
+                match element {
+                    Element::Message(m) => {
+                        assert!(!m.message_id.trim().is_empty(), "a message without an id was accepted");
+                        let raw: Result<serde::de::IgnoredAny, _> = serde_json::from_str(&m.raw);
+                        assert!(raw.is_ok(), "raw is not the JSON it was parsed from");
+                        assert!(
+                            data.windows(m.raw.len()).any(|w| w == m.raw.as_bytes()),
+                            "raw was re-serialised"
+                        );
+                    }
+                    Element::Poison(p) => assert!(!p.reason.is_empty(), "a quarantine reason is empty"),
+                }
+            }
+        }
+        Err(e) => assert!(!e.to_string().is_empty(), "an empty error"),
+    }
+}
+
+/// A `PUT /messaging/messages` answer.
+pub fn check_confirm_answer(data: &[u8]) {
+    if let Err(e) = wire::parse_confirm(data) {
+        assert!(!e.to_string().is_empty(), "an empty error");
+    }
+}
+
+/// A configuration file (secrets are not resolved: no file or environment is read).
+pub fn check_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Err(e) = crate::config::parse_for_tools(Path::new("fuzz.toml"), text) {
+        let message = e.to_string();
+        assert!(
+            message.starts_with("fuzz.toml"),
+            "a configuration error does not name the file: {message}"
+        );
+    }
+}
+
+/// A `Retry-After` header value.
+pub fn check_retry_after(data: &[u8]) {
+    let Ok(value) = HeaderValue::from_bytes(data) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(RETRY_AFTER, value);
+    if let Some(delay) = crate::http::retry_after(&headers) {
+        assert!(
+            delay <= crate::http::MAX_RETRY_AFTER,
+            "an unbounded Retry-After: {delay:?}"
+        );
+    }
+}

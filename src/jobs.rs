@@ -1,0 +1,158 @@
+//! Scheduled housekeeping: the duplicate filter, retention and maintenance.
+//!
+//! Each job is one task: compute the next occurrence of its cron pattern (croner) in the configured time zone,
+//! sleep until then, run, repeat. Runs of a job therefore never overlap, a run in progress is waited for at
+//! shutdown (the task is tracked), and a runtime stall only delays the next run: the next occurrence is always
+//! computed from the wall clock after a run, never from the previous deadline. The sleep is sliced, so a clock
+//! change or a suspended machine is noticed within a minute. This replaces tokio-cron-scheduler; see the README.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{RetentionSettings, Schedule};
+use crate::store::housekeeping;
+use crate::store::{Store, StoreError, now_ms};
+
+/// The longest single sleep while waiting for a job's next occurrence.
+const SLICE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    DuplicateFilter,
+    Retention,
+    Maintenance,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 3] = [JobKind::DuplicateFilter, JobKind::Retention, JobKind::Maintenance];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::DuplicateFilter => "duplicate_filter",
+            JobKind::Retention => "retention",
+            JobKind::Maintenance => "maintenance",
+        }
+    }
+}
+
+/// Parses a cron pattern with a seconds field ("sec min hour day-of-month month day-of-week").
+pub fn parse_schedule(pattern: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build()
+        .parse(pattern)
+        .map_err(|e| e.to_string())
+}
+
+/// Runs `kind` once now, records it in `job_runs` and logs one summary line. Returns the summary's figures.
+pub async fn run_once(
+    store: &Store,
+    kind: JobKind,
+    retention: RetentionSettings,
+) -> Result<serde_json::Value, StoreError> {
+    let started = now_ms();
+    store
+        .call(move |conn| {
+            conn.execute(
+                "INSERT INTO job_runs (job, started_at) VALUES (?1, ?2)
+                 ON CONFLICT (job) DO UPDATE SET started_at = ?2, finished_at = NULL, ok = NULL",
+                rusqlite::params![kind.name(), started],
+            )?;
+            Ok(())
+        })
+        .await?;
+    let result = store
+        .call(move |conn| {
+            let now = now_ms();
+            let cutoff = |d: Option<Duration>| d.map(|d| now - d.as_millis() as i64);
+            let figures = match kind {
+                JobKind::DuplicateFilter => to_json(housekeeping::duplicate_filter(conn, now)?),
+                JobKind::Retention => to_json(housekeeping::retention(
+                    conn,
+                    cutoff(retention.content),
+                    cutoff(retention.tombstones),
+                    now,
+                )?),
+                JobKind::Maintenance => to_json(housekeeping::maintenance(conn)?),
+            };
+            Ok(figures)
+        })
+        .await;
+    let finished = now_ms();
+    let (ok, summary) = match &result {
+        Ok(figures) => (true, figures.to_string()),
+        Err(e) => (false, e.to_string()),
+    };
+    let ms = finished - started;
+    match &result {
+        Ok(figures) => tracing::info!(job = kind.name(), ms, figures = %figures_line(figures), "job finished"),
+        Err(e) => tracing::error!(job = kind.name(), ms, error = %e, "job failed"),
+    }
+    store
+        .call(move |conn| {
+            conn.execute(
+                "UPDATE job_runs SET finished_at = ?2, ok = ?3, summary = ?4, runs = runs + 1 WHERE job = ?1",
+                rusqlite::params![kind.name(), finished, ok, summary],
+            )?;
+            Ok(())
+        })
+        .await?;
+    result
+}
+
+fn to_json(report: impl Serialize) -> serde_json::Value {
+    serde_json::to_value(report).unwrap_or(serde_json::Value::Null)
+}
+
+/// `{"a":1,"b":2}` as `a=1 b=2`, for the log line.
+fn figures_line(figures: &serde_json::Value) -> String {
+    match figures.as_object() {
+        Some(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => figures.to_string(),
+    }
+}
+
+/// Runs `kind` on `schedule` until cancelled. A run is never interrupted: cancellation is seen between runs.
+pub async fn run_schedule(
+    store: Store,
+    kind: JobKind,
+    schedule: Schedule,
+    timezone: chrono_tz::Tz,
+    retention: RetentionSettings,
+    cancel: CancellationToken,
+) {
+    tracing::info!(job = kind.name(), schedule = %schedule.pattern, timezone = timezone.name(), "job scheduled");
+    loop {
+        let now = Utc::now().with_timezone(&timezone);
+        let next = match schedule.cron.find_next_occurrence(&now, false) {
+            Ok(next) => next.with_timezone(&Utc),
+            Err(e) => {
+                tracing::error!(job = kind.name(), error = %e, "the schedule has no next occurrence; job stopped");
+                return;
+            }
+        };
+        loop {
+            let left = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            if left.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(left.min(SLICE)) => {}
+            }
+        }
+        if cancel.is_cancelled() {
+            return;
+        }
+        // Errors are logged and recorded by run_once; the next occurrence is tried regardless.
+        let _ = run_once(&store, kind, retention).await;
+    }
+}

@@ -1,0 +1,223 @@
+//! The store side of the scheduled jobs and the erasure tool. Each function is a few short transactions, so the
+//! drain loop's commits wait milliseconds for them, never the whole run.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::messages::sha256_hex;
+
+/// Rows handled per transaction by the jobs that walk many rows.
+const CHUNK: usize = 2000;
+
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct DuplicateFilterReport {
+    /// Receipt rows folded into per-message counts.
+    pub receipts_compacted: u64,
+    /// Redelivered copies among them.
+    pub redeliveries_filtered: u64,
+    /// Stored messages that lacked their delivery row and got one.
+    pub missing_deliveries: u64,
+    /// Delivery rows without a stored message, removed.
+    pub orphan_deliveries: u64,
+}
+
+/// Folds `receipts` into `messages.redeliveries` and repairs the message ↔ delivery pairing.
+///
+/// A missing delivery row becomes pending, unless the message is a tombstone (its content is gone: there is
+/// nothing to deliver), which gets a `dead` row so it stays visible. Existing rows are never touched: a delivered
+/// or dead message is never rescheduled. `deliveries.seq` is the primary key, so "two rows" cannot exist.
+pub fn duplicate_filter(conn: &mut Connection, now: i64) -> rusqlite::Result<DuplicateFilterReport> {
+    let mut report = DuplicateFilterReport::default();
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(max_id): Option<i64> = tx
+            .query_row(
+                "SELECT max(id) FROM (SELECT id FROM receipts ORDER BY id LIMIT ?1)",
+                [CHUNK as i64],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten()
+        else {
+            break;
+        };
+        // The first copy of a message is the receipt written when it was stored (received_at = first_seen_at);
+        // every other copy is a redelivery.
+        let (rows, redelivered): (i64, i64) = tx.query_row(
+            "SELECT count(*), coalesce(sum(CASE WHEN r.received_at = m.first_seen_at THEN 0 ELSE 1 END), 0)
+             FROM receipts r LEFT JOIN messages m USING (provider, message_id) WHERE r.id <= ?1",
+            [max_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        tx.execute(
+            "UPDATE messages SET redeliveries = redeliveries + c.n
+             FROM (SELECT provider, message_id, count(*) AS n FROM receipts r
+                   WHERE r.id <= ?1 AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.provider = r.provider
+                       AND m.message_id = r.message_id AND m.first_seen_at = r.received_at)
+                   GROUP BY provider, message_id) AS c
+             WHERE messages.provider = c.provider AND messages.message_id = c.message_id",
+            [max_id],
+        )?;
+        tx.execute("DELETE FROM receipts WHERE id <= ?1", [max_id])?;
+        tx.commit()?;
+        report.receipts_compacted += rows as u64;
+        report.redeliveries_filtered += redelivered as u64;
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    report.missing_deliveries = tx.execute(
+        "INSERT INTO deliveries (seq, state, next_attempt_at, done_at, last_error)
+         SELECT seq, CASE WHEN tombstoned_at IS NULL THEN 'pending' ELSE 'dead' END, ?1,
+                CASE WHEN tombstoned_at IS NULL THEN NULL ELSE ?1 END,
+                'delivery row recreated by the duplicate filter'
+         FROM messages m WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = m.seq)",
+        [now],
+    )? as u64;
+    report.orphan_deliveries = tx.execute(
+        "DELETE FROM deliveries WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.seq = deliveries.seq)",
+        [],
+    )? as u64;
+    tx.commit()?;
+    Ok(report)
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Delivered messages whose content was removed (now tombstones).
+    pub tombstoned: u64,
+    /// Tombstones past `retention.tombstones`, deleted.
+    pub tombstones_deleted: u64,
+}
+
+/// `content_before`/`tombstones_before`: cut-off times in ms, or None for "forever".
+pub fn retention(
+    conn: &mut Connection,
+    content_before: Option<i64>,
+    tombstones_before: Option<i64>,
+    now: i64,
+) -> rusqlite::Result<RetentionReport> {
+    let mut report = RetentionReport::default();
+    if let Some(cutoff) = content_before {
+        loop {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let seqs: Vec<i64> = tx
+                .prepare(
+                    "SELECT m.seq FROM messages m JOIN deliveries d USING (seq)
+                     WHERE d.state = 'delivered' AND d.done_at < ?1 AND m.tombstoned_at IS NULL LIMIT ?2",
+                )?
+                .query_map(params![cutoff, CHUNK as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for seq in &seqs {
+                tombstone(&tx, *seq, now)?;
+            }
+            tx.commit()?;
+            report.tombstoned += seqs.len() as u64;
+            if seqs.len() < CHUNK {
+                break;
+            }
+        }
+    }
+    if let Some(cutoff) = tombstones_before {
+        loop {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let seqs: Vec<i64> = tx
+                .prepare("SELECT seq FROM messages WHERE tombstoned_at < ?1 LIMIT ?2")?
+                .query_map(params![cutoff, CHUNK as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for seq in &seqs {
+                tx.execute("DELETE FROM deliveries WHERE seq = ?1", [seq])?;
+                tx.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
+            }
+            tx.commit()?;
+            report.tombstones_deleted += seqs.len() as u64;
+            if seqs.len() < CHUNK {
+                break;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Removes the personal data of one message and keeps what recognises a redelivery: provider, ids, times and a
+/// hash of the content.
+fn tombstone(conn: &Connection, seq: i64, now: i64) -> rusqlite::Result<()> {
+    let content: Option<String> = conn.query_row("SELECT content FROM messages WHERE seq = ?1", [seq], |r| r.get(0))?;
+    conn.execute(
+        "UPDATE messages SET content = NULL, raw = NULL, sender_name = NULL, attachment_ids = '[]',
+             content_sha256 = coalesce(content_sha256, ?2), tombstoned_at = ?3
+         WHERE seq = ?1",
+        params![seq, content.map(|c| sha256_hex(c.as_bytes())), now],
+    )?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Erase<'a> {
+    MessageId(&'a str),
+    ConversationId(&'a str),
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct EraseReport {
+    pub erased: u64,
+    /// Of them, not yet delivered: their deliveries are closed (`dead`, "erased"), never sent.
+    pub undelivered: u64,
+    pub quarantined_removed: u64,
+}
+
+/// A guest's erasure request, in one transaction. Quarantined elements are raw bytes that cannot be attributed
+/// to a conversation reliably, so only those containing the id verbatim are removed.
+pub fn erase(conn: &mut Connection, which: Erase<'_>, now: i64) -> rusqlite::Result<EraseReport> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (column, id) = match which {
+        Erase::MessageId(id) => ("message_id", id),
+        Erase::ConversationId(id) => ("conversation_id", id),
+    };
+    let seqs: Vec<i64> = tx
+        .prepare(&format!("SELECT seq FROM messages WHERE {column} = ?1"))?
+        .query_map([id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut report = EraseReport::default();
+    for seq in &seqs {
+        tombstone(&tx, *seq, now)?;
+        report.undelivered += tx.execute(
+            "UPDATE deliveries SET state = 'dead', done_at = ?2, last_error = 'erased on request before delivery'
+             WHERE seq = ?1 AND state = 'pending'",
+            params![seq, now],
+        )? as u64;
+    }
+    report.erased = seqs.len() as u64;
+    let quoted = serde_json::to_string(id).unwrap_or_default();
+    report.quarantined_removed = tx.execute("DELETE FROM quarantine WHERE instr(raw, ?1) > 0", [quoted])? as u64;
+    tx.commit()?;
+    Ok(report)
+}
+
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub wal_frames_checkpointed: i64,
+    pub pages_freed: i64,
+    pub file_bytes: i64,
+}
+
+/// `PRAGMA optimize`, a truncating WAL checkpoint and an incremental vacuum.
+pub fn maintenance(conn: &mut Connection) -> rusqlite::Result<MaintenanceReport> {
+    conn.execute_batch("PRAGMA optimize")?;
+    let free_before: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    // Incremental vacuum needs auto_vacuum=INCREMENTAL, set when the store was created; on older stores it is a
+    // no-op and the free pages are reused by later writes instead.
+    conn.execute_batch("PRAGMA incremental_vacuum")?;
+    let free_after: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    let (_, _, checkpointed): (i64, i64, i64) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    let file_bytes: i64 = conn.query_row(
+        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(MaintenanceReport {
+        wal_frames_checkpointed: checkpointed,
+        pages_freed: free_before - free_after,
+        file_bytes,
+    })
+}
