@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Settings;
 use crate::drain::Drainer;
 use crate::forward::Forwarder;
+use crate::jobs::JobKind;
 use crate::store::{Access, Store};
 
 /// Runs the daemon until `cancel` fires, then waits (bounded) for the workers to finish what they hold.
@@ -35,6 +36,7 @@ pub async fn serve(
         }
         None => tracing::info!("[forward] is not configured: messages are stored and wait in the outbox"),
     }
+    spawn_jobs(&tracker, settings, &store, &cancel);
     tracker.close();
 
     cancel.cancelled().await;
@@ -49,6 +51,30 @@ pub async fn serve(
         tracing::warn!("workers did not stop within {grace:?}; exiting regardless");
     }
     Ok(())
+}
+
+/// One task per scheduled job; a run in progress is waited for at shutdown like the workers.
+fn spawn_jobs(tracker: &TaskTracker, settings: &Settings, store: &Store, cancel: &CancellationToken) {
+    let jobs = &settings.jobs;
+    for (kind, schedule) in [
+        (JobKind::DuplicateFilter, &jobs.duplicate_filter),
+        (JobKind::Retention, &jobs.retention),
+        (JobKind::Maintenance, &jobs.maintenance),
+    ] {
+        match schedule {
+            Some(schedule) => {
+                tracker.spawn(crate::jobs::run_schedule(
+                    store.clone(),
+                    kind,
+                    schedule.clone(),
+                    jobs.timezone,
+                    settings.retention,
+                    cancel.clone(),
+                ));
+            }
+            None => tracing::info!(job = kind.name(), "job is off"),
+        }
+    }
 }
 
 /// Long enough for a commit and one confirm in flight; the unit's TimeoutStopSec must exceed it.

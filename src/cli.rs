@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, ConfigError, DEFAULT_CONFIG_PATH};
+use crate::ops::tools::ToolError;
 use crate::store::StoreError;
+use crate::store::housekeeping::Erase;
 
 /// sysexits.h: the configuration is wrong; systemd must not restart (RestartPreventExitStatus=78).
 pub const EX_CONFIG: u8 = 78;
@@ -60,6 +62,60 @@ enum Command {
     /// Inspect and replay deliveries the PMS never accepted (works while the daemon runs).
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// Show what the store says: polls, batches, deliveries, jobs. Exit 0 healthy, 1 degraded, 2 unreadable.
+    Status {
+        /// One JSON object on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Degraded when the oldest pending delivery is older than this.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        max_pending_age: std::time::Duration,
+        /// Degraded when polls have been failing for longer than this.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        max_failing: std::time::Duration,
+    },
+    /// Write a consistent copy of the store to FILE (VACUUM INTO), while the daemon runs.
+    Backup {
+        /// The new file (never overwritten).
+        file: PathBuf,
+    },
+    /// Inspect or remove elements that could not be understood.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+    /// A guest's erasure request: remove the content of their messages, keeping tombstones so that a redelivery
+    /// is not stored again.
+    Erase(EraseArgs),
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// List quarantined elements (without their content).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one quarantined element byte for byte, with the reason.
+    Show { id: i64 },
+    /// Remove one quarantined element, or all.
+    Purge(PurgeArgs),
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct PurgeArgs {
+    /// The id shown by `quarantine list`.
+    id: Option<i64>,
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct EraseArgs {
+    #[arg(long, value_name = "ID")]
+    message_id: Option<String>,
+    #[arg(long, value_name = "ID")]
+    conversation_id: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -134,6 +190,53 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Status {
+            json,
+            max_pending_age,
+            max_failing,
+        } => {
+            let settings = match config::load_for_tools(&cli.config) {
+                Ok(settings) => settings,
+                Err(e) => return config_failed(&e),
+            };
+            let thresholds = crate::ops::status::Thresholds {
+                pending_age: max_pending_age,
+                failing_for: max_failing,
+                ..Default::default()
+            };
+            match crate::ops::status::read(&settings.store.path, thresholds) {
+                Ok(status) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+                    } else {
+                        print!("{}", status.render());
+                    }
+                    ExitCode::from(status.exit_code())
+                }
+                Err(e) => {
+                    if json {
+                        let out = serde_json::json!({"health": "unreadable", "problems": [e.to_string()]});
+                        println!("{out}");
+                    }
+                    eprintln!("ota-relay: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Backup { file } => tool(&cli.config, |store| crate::ops::tools::backup(store, &file)),
+        Command::Quarantine(command) => tool(&cli.config, |store| match command {
+            QuarantineCommand::List { json } => crate::ops::tools::quarantine_list(store, json),
+            QuarantineCommand::Show { id } => crate::ops::tools::quarantine_show(store, id),
+            QuarantineCommand::Purge(args) => crate::ops::tools::quarantine_purge(store, args.id.filter(|_| !args.all)),
+        }),
+        Command::Erase(args) => tool(&cli.config, |store| {
+            let which = match (&args.message_id, &args.conversation_id) {
+                (Some(id), _) => Erase::MessageId(id),
+                (None, Some(id)) => Erase::ConversationId(id),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            crate::ops::tools::erase(store, which).map(|(_, text)| text)
+        }),
         Command::Demo { messages, seed, keep } => {
             crate::telemetry::init(&config::LogSettings {
                 format: config::LogFormat::Pretty,
@@ -147,6 +250,26 @@ pub fn main() -> ExitCode {
                 }
                 Err(e) => finish(Err(e)),
             }
+        }
+    }
+}
+
+/// An operator command on the configured store: its report on stdout, or its error on stderr (exit 1; 65 for an
+/// unusable store).
+fn tool(config_path: &std::path::Path, f: impl FnOnce(&std::path::Path) -> Result<String, ToolError>) -> ExitCode {
+    let settings = match config::load_for_tools(config_path) {
+        Ok(settings) => settings,
+        Err(e) => return config_failed(&e),
+    };
+    match f(&settings.store.path) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ota-relay: {e}");
+            let data = matches!(&e, ToolError::Store(s) if s.is_data_error());
+            ExitCode::from(if data { EX_DATAERR } else { 1 })
         }
     }
 }

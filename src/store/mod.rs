@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
@@ -132,6 +133,7 @@ impl Store {
         schema::migrate(&mut conn, path, access == Access::Consumer)?;
         let checkpointer = match access {
             Access::Consumer => {
+                conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)?;
                 conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_FALLBACK_PAGES)?;
                 Some(spawn_checkpointer(path)?)
             }
@@ -285,6 +287,10 @@ pub(crate) fn connect(path: &Path) -> Result<Connection, StoreError> {
     // first commit.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(classify)?;
+    // Closing the last connection would otherwise copy the WAL into the file: a store refused as damaged must be
+    // left exactly as found. The daemon turns it back on once the store passed its checks.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(classify)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
     if conn.is_readonly(rusqlite::MAIN_DB).map_err(classify)? {
         return Err(StoreError::ReadOnly {
@@ -292,6 +298,10 @@ pub(crate) fn connect(path: &Path) -> Result<Connection, StoreError> {
             detail: "the file can only be opened read-only".into(),
         });
     }
+    // Takes effect only on a new, empty file (before WAL mode and the first table): lets the maintenance job
+    // return free pages to the file system. On existing stores it changes nothing.
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+        .map_err(classify)?;
     // WAL + synchronous=FULL: a commit is durable once COMMIT returns, which is what allows a confirm upstream.
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))

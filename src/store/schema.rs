@@ -136,10 +136,6 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path, may_upgrade: bool) -> 
             ),
         });
     }
-    if found == 0 {
-        // Only possible before the first table exists; lets the maintenance job return free pages to the OS.
-        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
-    }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let version = index as i64 + 1;
         let tx = conn.transaction()?;

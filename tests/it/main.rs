@@ -7,6 +7,7 @@ mod daemon;
 mod drain;
 mod forward;
 mod hostile;
+mod housekeeping;
 mod model;
 mod storage;
 mod support;

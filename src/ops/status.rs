@@ -1,0 +1,274 @@
+//! `ota-relay status [--json]`: what the store says, read beside a running daemon (WAL readers never block it).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::forward::outbox;
+use crate::store::{self, StoreError, format_ms, now_ms};
+
+/// When a healthy store becomes "degraded".
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// The oldest pending delivery is older than this.
+    pub pending_age: Duration,
+    /// Polls have been failing for longer than this.
+    pub failing_for: Duration,
+    /// An answer that cannot be parsed has persisted for longer than this (a format change upstream).
+    pub parse_failing_for: Duration,
+}
+
+impl Default for Thresholds {
+    fn default() -> Thresholds {
+        Thresholds {
+            pending_age: Duration::from_secs(3600),
+            failing_for: Duration::from_secs(15 * 60),
+            parse_failing_for: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub store: String,
+    /// "healthy" or "degraded".
+    pub health: &'static str,
+    pub problems: Vec<String>,
+    pub daemon_pid: Option<u32>,
+    pub source: Option<Source>,
+    pub messages_stored: i64,
+    pub tombstones: i64,
+    pub redeliveries_filtered: i64,
+    pub quarantined: i64,
+    pub deliveries: Deliveries,
+    pub jobs: Vec<JobRun>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Source {
+    pub provider: String,
+    pub last_poll_at: Option<String>,
+    pub last_success_at: Option<String>,
+    pub last_batch_at: Option<String>,
+    pub failing_since: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Deliveries {
+    pub pending: i64,
+    pub oldest_pending_age_s: Option<i64>,
+    pub delivered: i64,
+    pub dead_letters: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobRun {
+    pub job: String,
+    pub last_started_at: String,
+    pub last_finished_at: Option<String>,
+    pub ok: Option<bool>,
+    pub summary: Option<serde_json::Value>,
+    pub runs: i64,
+}
+
+/// Reads the status; an error means the store is unreadable (exit code 2).
+pub fn read(store_path: &Path, thresholds: Thresholds) -> Result<Status, StoreError> {
+    let conn = store::open_for_tools(store_path)?;
+    let now = now_ms();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+    let source = read_source(&conn)?;
+    let outbox = outbox::summary(&conn)?;
+    let oldest_pending_age_s = outbox.oldest_pending_at.map(|at| (now - at).max(0) / 1000);
+    let mut status = Status {
+        store: store_path.display().to_string(),
+        health: "healthy",
+        problems: Vec::new(),
+        daemon_pid: store::consumer_pid(store_path),
+        messages_stored: count("SELECT count(*) FROM messages")?,
+        tombstones: count("SELECT count(*) FROM messages WHERE tombstoned_at IS NOT NULL")?,
+        redeliveries_filtered: count("SELECT coalesce(sum(redelivered), 0) FROM batches")?,
+        quarantined: count("SELECT count(*) FROM quarantine")?,
+        deliveries: Deliveries {
+            pending: outbox.pending,
+            oldest_pending_age_s,
+            delivered: outbox.delivered,
+            dead_letters: outbox.dead,
+        },
+        jobs: read_jobs(&conn)?,
+        source: source.as_ref().map(|(s, _)| s.clone()),
+    };
+    if let Some(age) = oldest_pending_age_s
+        && age as u64 > thresholds.pending_age.as_secs()
+    {
+        status.problems.push(format!(
+            "the oldest pending delivery is {} old (threshold {})",
+            human(age),
+            humantime::format_duration(thresholds.pending_age)
+        ));
+    }
+    if let Some((s, Some(since))) = &source {
+        let failing_s = (now - since).max(0) / 1000;
+        let error = s.last_error.as_deref().unwrap_or("");
+        let parse =
+            error.starts_with("answer is not valid JSON") || error.starts_with("answer has an unexpected shape");
+        let limit = if parse {
+            thresholds.parse_failing_for
+        } else {
+            thresholds.failing_for
+        };
+        if failing_s as u64 > limit.as_secs() {
+            let what = if parse {
+                "answers cannot be parsed"
+            } else {
+                "polls have been failing"
+            };
+            status
+                .problems
+                .push(format!("{what} for {}: {error}", human(failing_s)));
+        }
+    }
+    if outbox.dead > 0 {
+        status.problems.push(format!(
+            "{} dead letter(s) wait for an operator (`ota-relay dead-letters list`)",
+            outbox.dead
+        ));
+    }
+    if !status.problems.is_empty() {
+        status.health = "degraded";
+    }
+    Ok(status)
+}
+
+/// The Booking.com source, and when its current run of failures began (ms).
+fn read_source(conn: &Connection) -> rusqlite::Result<Option<(Source, Option<i64>)>> {
+    conn.query_row(
+        "SELECT provider, last_poll_at, last_success_at, last_batch_at, failing_since, last_error, last_error_at
+         FROM source_state ORDER BY provider LIMIT 1",
+        [],
+        |r| {
+            let at = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.map(format_ms));
+            let failing_since: Option<i64> = r.get(4)?;
+            Ok((
+                Source {
+                    provider: r.get(0)?,
+                    last_poll_at: at(1)?,
+                    last_success_at: at(2)?,
+                    last_batch_at: at(3)?,
+                    failing_since: failing_since.map(format_ms),
+                    last_error: r.get(5)?,
+                    last_error_at: at(6)?,
+                },
+                failing_since,
+            ))
+        },
+    )
+    .optional()
+}
+
+fn read_jobs(conn: &Connection) -> rusqlite::Result<Vec<JobRun>> {
+    let mut stmt = conn.prepare("SELECT job, started_at, finished_at, ok, summary, runs FROM job_runs ORDER BY job")?;
+    stmt.query_map([], |r| {
+        let summary: Option<String> = r.get(4)?;
+        Ok(JobRun {
+            job: r.get(0)?,
+            last_started_at: format_ms(r.get(1)?),
+            last_finished_at: r.get::<_, Option<i64>>(2)?.map(format_ms),
+            ok: r.get(3)?,
+            summary: summary.map(|s| serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s))),
+            runs: r.get(5)?,
+        })
+    })?
+    .collect()
+}
+
+fn human(seconds: i64) -> String {
+    humantime::format_duration(Duration::from_secs(seconds.max(0) as u64)).to_string()
+}
+
+impl Status {
+    /// 0 healthy, 1 degraded.
+    pub fn exit_code(&self) -> u8 {
+        if self.problems.is_empty() { 0 } else { 1 }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let dash = || "-".to_owned();
+        let _ = writeln!(out, "ota-relay status: {}", self.health.to_uppercase());
+        for p in &self.problems {
+            let _ = writeln!(out, "  problem: {p}");
+        }
+        let _ = writeln!(out, "store:                 {}", self.store);
+        let daemon = self
+            .daemon_pid
+            .map_or("not running".to_owned(), |pid| format!("running (pid {pid})"));
+        let _ = writeln!(out, "daemon:                {daemon}");
+        match &self.source {
+            Some(s) => {
+                let _ = writeln!(
+                    out,
+                    "last poll:             {}",
+                    s.last_poll_at.clone().unwrap_or_else(dash)
+                );
+                let _ = writeln!(
+                    out,
+                    "last successful poll:  {}",
+                    s.last_success_at.clone().unwrap_or_else(dash)
+                );
+                let _ = writeln!(
+                    out,
+                    "last batch:            {}",
+                    s.last_batch_at.clone().unwrap_or_else(dash)
+                );
+                if let Some(since) = &s.failing_since {
+                    let _ = writeln!(out, "failing since:         {since}");
+                }
+                if let Some(error) = &s.last_error {
+                    let at = s.last_error_at.clone().unwrap_or_else(dash);
+                    let _ = writeln!(out, "last error:            {at}: {error}");
+                }
+            }
+            None => {
+                let _ = writeln!(out, "last poll:             never");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "messages stored:       {} ({} tombstones)",
+            self.messages_stored, self.tombstones
+        );
+        let _ = writeln!(out, "redeliveries filtered: {}", self.redeliveries_filtered);
+        let _ = writeln!(out, "quarantined:           {}", self.quarantined);
+        let d = &self.deliveries;
+        let oldest = d
+            .oldest_pending_age_s
+            .map_or(String::new(), |s| format!(", oldest {} old", human(s)));
+        let _ = writeln!(out, "deliveries pending:    {}{oldest}", d.pending);
+        let _ = writeln!(out, "delivered:             {}", d.delivered);
+        let _ = writeln!(out, "dead letters:          {}", d.dead_letters);
+        if self.jobs.is_empty() {
+            let _ = writeln!(out, "jobs:                  none has run yet");
+        }
+        for j in &self.jobs {
+            let outcome = match j.ok {
+                Some(true) => "ok",
+                Some(false) => "FAILED",
+                None => "running",
+            };
+            let summary = j.summary.as_ref().map_or(String::new(), |s| format!(" {s}"));
+            let _ = writeln!(
+                out,
+                "job {:<17} last run {} {outcome} (runs: {}){summary}",
+                format!("{}:", j.job),
+                j.last_started_at,
+                j.runs
+            );
+        }
+        out
+    }
+}

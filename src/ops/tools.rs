@@ -1,0 +1,161 @@
+//! `ota-relay backup`, `quarantine list|show|purge` and `erase`: each a short transaction (or a read) on its own
+//! connection, beside a running daemon.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use crate::store::housekeeping::{self, Erase, EraseReport};
+use crate::store::{self, StoreError, format_ms, now_ms};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<rusqlite::Error> for ToolError {
+    fn from(e: rusqlite::Error) -> ToolError {
+        ToolError::Store(e.into())
+    }
+}
+
+/// A consistent copy of the store (`VACUUM INTO` reads one snapshot while the daemon keeps writing), checked with
+/// `integrity_check` before it is reported done. Returns the report.
+pub fn backup(store_path: &Path, target: &Path) -> Result<String, ToolError> {
+    if target.exists() {
+        return Err(ToolError::Usage(format!(
+            "{} exists; choose a new file name (a backup never overwrites)",
+            target.display()
+        )));
+    }
+    let target_text = target
+        .to_str()
+        .ok_or_else(|| ToolError::Usage(format!("{} is not valid UTF-8", target.display())))?;
+    let conn = store::open_for_tools(store_path)?;
+    conn.execute("VACUUM INTO ?1", [target_text])?;
+    drop(conn);
+    let copy = rusqlite::Connection::open_with_flags(target, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        return Err(ToolError::Usage(format!(
+            "the backup {} failed its integrity check: {check}",
+            target.display()
+        )));
+    }
+    let messages: i64 = copy.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
+    let bytes = std::fs::metadata(target).map(|m| m.len()).unwrap_or(0);
+    Ok(format!(
+        "backup written to {} ({messages} messages, {bytes} bytes, integrity_check ok)\n",
+        target.display()
+    ))
+}
+
+#[derive(Debug, Serialize)]
+pub struct QuarantinedElement {
+    pub id: i64,
+    pub provider: String,
+    pub reason: String,
+    pub first_seen_at: String,
+    pub last_seen_at: String,
+    pub seen_count: i64,
+    pub bytes: i64,
+}
+
+pub fn quarantine_list(store_path: &Path, json: bool) -> Result<String, ToolError> {
+    let conn = store::open_for_tools(store_path)?;
+    let mut stmt = conn.prepare(
+        "SELECT id, provider, reason, first_seen_at, last_seen_at, seen_count, length(raw)
+         FROM quarantine ORDER BY id",
+    )?;
+    let items: Vec<QuarantinedElement> = stmt
+        .query_map([], |r| {
+            Ok(QuarantinedElement {
+                id: r.get(0)?,
+                provider: r.get(1)?,
+                reason: r.get(2)?,
+                first_seen_at: format_ms(r.get(3)?),
+                last_seen_at: format_ms(r.get(4)?),
+                seen_count: r.get(5)?,
+                bytes: r.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&items).unwrap_or_else(|_| "[]".into()) + "\n");
+    }
+    let mut out = String::new();
+    if items.is_empty() {
+        out.push_str("nothing quarantined\n");
+        return Ok(out);
+    }
+    let _ = writeln!(
+        out,
+        "{:>6}  {:<12} {:<24}  {:>5}  {:>7}  REASON",
+        "ID", "PROVIDER", "LAST SEEN", "SEEN", "BYTES"
+    );
+    for q in &items {
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<12} {:<24}  {:>5}  {:>7}  {}",
+            q.id, q.provider, q.last_seen_at, q.seen_count, q.bytes, q.reason
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} quarantined element(s); `ota-relay quarantine show ID` prints one",
+        items.len()
+    );
+    Ok(out)
+}
+
+/// The element's exact bytes as received (guest data: for the operator's terminal, never the log).
+pub fn quarantine_show(store_path: &Path, id: i64) -> Result<String, ToolError> {
+    let conn = store::open_for_tools(store_path)?;
+    let found: Option<(String, String)> = conn
+        .query_row("SELECT reason, raw FROM quarantine WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let (reason, raw) = found.ok_or_else(|| ToolError::Usage(format!("no quarantined element with id {id}")))?;
+    Ok(format!("# reason: {reason}\n{raw}\n"))
+}
+
+/// Removes quarantined elements: one by id, or all.
+pub fn quarantine_purge(store_path: &Path, id: Option<i64>) -> Result<String, ToolError> {
+    let conn = store::open_for_tools(store_path)?;
+    let n = match id {
+        Some(id) => conn.execute("DELETE FROM quarantine WHERE id = ?1", params![id])?,
+        None => conn.execute("DELETE FROM quarantine", [])?,
+    };
+    if n == 0
+        && let Some(id) = id
+    {
+        return Err(ToolError::Usage(format!("no quarantined element with id {id}")));
+    }
+    Ok(format!("purged {n} quarantined element(s)\n"))
+}
+
+/// A guest's erasure request: content and raw removed, a tombstone kept so that a redelivery is not stored again.
+pub fn erase(store_path: &Path, which: Erase<'_>) -> Result<(EraseReport, String), ToolError> {
+    let mut conn = store::open_for_tools(store_path)?;
+    let report = housekeeping::erase(&mut conn, which, now_ms())?;
+    let what = match which {
+        Erase::MessageId(id) => format!("message id {id}"),
+        Erase::ConversationId(id) => format!("conversation id {id}"),
+    };
+    let text = if report.erased == 0 && report.quarantined_removed == 0 {
+        format!("nothing stored for {what}\n")
+    } else {
+        format!(
+            "erased {} message(s) for {what} ({} not yet delivered, now never sent); {} quarantined element(s) \
+             removed; tombstones keep redeliveries out\n",
+            report.erased, report.undelivered, report.quarantined_removed
+        )
+    };
+    Ok((report, text))
+}

@@ -1,0 +1,514 @@
+//! Housekeeping jobs, status, backup, quarantine and erasure: each on a real store prepared with the problem it
+//! handles, the operator commands through the real binary.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ota_relay::config::{RetentionSettings, Schedule};
+use ota_relay::fake::{FakeOta, FakeOtaOptions, guest_message, poison_message};
+use ota_relay::jobs::{self, JobKind};
+use ota_relay::store::{Access, IncomingBatch, Store, now_ms};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::*;
+
+const KEEP: RetentionSettings = RetentionSettings {
+    content: None,
+    tombstones: None,
+};
+
+/// Commits `indices` of seed 5's sample messages (plus poison) as one batch, as the drain loop would.
+async fn commit(store: &Store, indices: impl IntoIterator<Item = u64>, poison: usize) -> ota_relay::store::Committed {
+    let mut elements: Vec<String> = indices.into_iter().map(|i| guest_message(5, i).json).collect();
+    elements.extend((0..poison).map(|i| poison_message(i as u64)));
+    let body = format!(
+        r#"{{"data":{{"messages":[{}],"ok":true}},"errors":[]}}"#,
+        elements.join(",")
+    );
+    let answer = ota_relay::booking::wire::parse_latest(body.as_bytes()).unwrap();
+    store
+        .commit_batch(IncomingBatch {
+            provider: "booking.com",
+            fetched_at: now_ms(),
+            ruid: None,
+            elements: answer.elements,
+        })
+        .await
+        .unwrap()
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(&dir.join("relay.db"), Access::Consumer).unwrap()
+}
+
+fn cli(config: &Path, args: &[&str]) -> std::process::Output {
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend_from_slice(&["--config", config.to_str().unwrap()]);
+    std::process::Command::new(BIN)
+        .args(&full)
+        .env_remove("OTA_RELAY_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn id(i: u64) -> String {
+    guest_message(5, i).message_id
+}
+
+#[tokio::test]
+async fn duplicate_filter_compacts_redeliveries_and_repairs_delivery_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let store = open(dir.path());
+    commit(&store, 0..10, 0).await;
+    // Redelivered: 0..3 once more, 0 a third time.
+    commit(&store, 0..3, 0).await;
+    commit(&store, [0], 0).await;
+    // What an old version or a manual edit could leave: a message without its delivery row (one pending, one
+    // tombstone), a delivered one that must stay delivered, and a delivery row without a message.
+    {
+        let conn = db(&path);
+        let seq = |i: u64| -> i64 {
+            conn.query_row("SELECT seq FROM messages WHERE message_id = ?1", [id(i)], |r| r.get(0))
+                .unwrap()
+        };
+        conn.execute("DELETE FROM deliveries WHERE seq = ?1", [seq(4)]).unwrap();
+        conn.execute("DELETE FROM deliveries WHERE seq = ?1", [seq(5)]).unwrap();
+        conn.execute(
+            "UPDATE messages SET content = NULL, raw = NULL, tombstoned_at = 1 WHERE seq = ?1",
+            [seq(5)],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE deliveries SET state = 'delivered', done_at = 1 WHERE seq = ?1",
+            [seq(6)],
+        )
+        .unwrap();
+        conn.execute_batch(
+            "PRAGMA foreign_keys = OFF; INSERT INTO deliveries (seq, next_attempt_at) VALUES (9999, 0);",
+        )
+        .unwrap();
+    }
+    let figures = jobs::run_once(&store, JobKind::DuplicateFilter, KEEP).await.unwrap();
+    assert_eq!(figures["receipts_compacted"], 14);
+    assert_eq!(figures["redeliveries_filtered"], 4);
+    assert_eq!(figures["missing_deliveries"], 2);
+    assert_eq!(figures["orphan_deliveries"], 1);
+    let redeliveries = |i: u64| -> i64 {
+        db(&path)
+            .query_row(
+                "SELECT redeliveries FROM messages WHERE message_id = ?1",
+                [id(i)],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!((redeliveries(0), redeliveries(1), redeliveries(3)), (2, 1, 0));
+    let state = |i: u64| -> String {
+        db(&path)
+            .query_row(
+                "SELECT d.state FROM deliveries d JOIN messages m USING (seq) WHERE m.message_id = ?1",
+                [id(i)],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(state(4), "pending", "a missing row becomes pending");
+    assert_eq!(state(5), "dead", "a tombstone is never rescheduled");
+    assert_eq!(state(6), "delivered", "a delivered row is left alone");
+    assert_eq!(count(&path, "SELECT count(*) FROM receipts"), 0);
+    assert_eq!(count(&path, "SELECT count(*) FROM deliveries"), 10);
+
+    // A second run finds nothing, and a later redelivery is counted on top.
+    commit(&store, [1], 0).await;
+    let figures = jobs::run_once(&store, JobKind::DuplicateFilter, KEEP).await.unwrap();
+    assert_eq!(figures["redeliveries_filtered"], 1);
+    assert_eq!(figures["missing_deliveries"], 0);
+    assert_eq!(redeliveries(1), 2);
+    let (runs, ok): (i64, bool) = db(&path)
+        .query_row(
+            "SELECT runs, ok FROM job_runs WHERE job = 'duplicate_filter'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((runs, ok), (2, true));
+}
+
+#[tokio::test]
+async fn retention_keeps_tombstones_that_still_block_redeliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let store = open(dir.path());
+    commit(&store, 0..6, 1).await;
+    let day = 86_400_000;
+    let now = now_ms();
+    {
+        let conn = db(&path);
+        let set = |i: u64, state: &str, done_at: i64| {
+            conn.execute(
+                "UPDATE deliveries SET state = ?2, done_at = ?3 WHERE seq = (SELECT seq FROM messages WHERE message_id = ?1)",
+                rusqlite::params![id(i), state, done_at],
+            )
+            .unwrap();
+        };
+        set(0, "delivered", now - 40 * day); // past retention: tombstone
+        set(1, "delivered", now - 40 * day);
+        set(2, "delivered", now - 2 * day); // recent: kept
+        set(3, "dead", now - 40 * day); // dead letters wait for an operator
+        // 4 and 5 stay pending, however old.
+        conn.execute("UPDATE messages SET first_seen_at = ?1", [now - 60 * day])
+            .unwrap();
+    }
+    let retention = RetentionSettings {
+        content: Some(Duration::from_secs(30 * 86_400)),
+        tombstones: Some(Duration::from_secs(400 * 86_400)),
+    };
+    let figures = jobs::run_once(&store, JobKind::Retention, retention).await.unwrap();
+    assert_eq!(figures["tombstoned"], 2);
+    assert_eq!(figures["tombstones_deleted"], 0);
+    let content = |i: u64| -> (Option<String>, Option<String>, Option<String>) {
+        db(&path)
+            .query_row(
+                "SELECT content, raw, content_sha256 FROM messages WHERE message_id = ?1",
+                [id(i)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
+    };
+    let (c, raw, hash) = content(0);
+    assert!(
+        c.is_none() && raw.is_none() && hash.is_some(),
+        "a tombstone keeps the hash only"
+    );
+    for kept in [2, 3, 4, 5] {
+        assert!(content(kept).0.is_some(), "message {kept} keeps its content");
+    }
+    assert_eq!(count(&path, "SELECT count(*) FROM quarantine"), 1, "quarantine is kept");
+
+    // A late redelivery of a tombstone is recognised: not stored, not delivered again.
+    let again = commit(&store, [0], 0).await;
+    assert_eq!((again.summary.new, again.summary.redelivered), (0, 1));
+    assert!(content(0).0.is_none());
+
+    // Past the tombstone period the row goes; with "forever" nothing does.
+    db(&path)
+        .execute(
+            "UPDATE messages SET tombstoned_at = ?1 WHERE tombstoned_at IS NOT NULL",
+            [now - 401 * day],
+        )
+        .unwrap();
+    let forever = RetentionSettings {
+        content: Some(Duration::from_secs(30 * 86_400)),
+        tombstones: None,
+    };
+    let figures = jobs::run_once(&store, JobKind::Retention, forever).await.unwrap();
+    assert_eq!(figures["tombstones_deleted"], 0);
+    let figures = jobs::run_once(&store, JobKind::Retention, retention).await.unwrap();
+    assert_eq!(figures["tombstones_deleted"], 2);
+    assert_eq!(count(&path, "SELECT count(*) FROM messages"), 4);
+    assert_eq!(count(&path, "SELECT count(*) FROM deliveries"), 4);
+}
+
+#[tokio::test]
+async fn maintenance_truncates_the_wal_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let store = open(dir.path());
+    commit(&store, 0..200, 0).await;
+    db(&path).execute("DELETE FROM receipts", []).unwrap();
+    let wal_size = || {
+        std::fs::metadata(dir.path().join("relay.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let before = wal_size();
+    let figures = jobs::run_once(&store, JobKind::Maintenance, KEEP).await.unwrap();
+    assert!(figures["file_bytes"].as_i64().unwrap() > 0, "{figures}");
+    // Truncated, then one frame for the job's own record.
+    assert!(
+        before > 100_000 && wal_size() < 16_384,
+        "WAL {before} -> {} bytes",
+        wal_size()
+    );
+    let auto_vacuum: i64 = db(&path).query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+    assert_eq!(auto_vacuum, 2, "new stores are created with incremental auto-vacuum");
+}
+
+/// A schedule keeps firing after the runtime was stalled (the fault tokio-cron-scheduler's issue #113
+/// describes), and missed occurrences are not run as a burst.
+#[test]
+fn a_job_still_fires_after_the_runtime_stalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = open(dir.path());
+        let cancel = CancellationToken::new();
+        let schedule = Schedule {
+            pattern: "* * * * * *".into(),
+            cron: jobs::parse_schedule("* * * * * *").unwrap(),
+        };
+        let task = tokio::spawn(jobs::run_schedule(
+            store.clone(),
+            JobKind::DuplicateFilter,
+            schedule,
+            chrono_tz::UTC,
+            KEEP,
+            cancel.clone(),
+        ));
+        let runs = || -> i64 {
+            db(&path)
+                .query_row("SELECT coalesce(max(runs), 0) FROM job_runs", [], |r| r.get(0))
+                .unwrap()
+        };
+        let wait_runs = |n: i64| async move {
+            within(10, &format!("{n} runs"), async {
+                while runs() < n {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+        };
+        wait_runs(1).await;
+        // The stall: this thread (the runtime's only one) is blocked for 3.5 occurrences.
+        std::thread::sleep(Duration::from_millis(3500));
+        let after_stall = runs();
+        wait_runs(after_stall + 2).await;
+        let started: Vec<i64> = {
+            // Consecutive runs after the stall are about a second apart, not a burst of the missed ones.
+            let conn = db(&path);
+            let first: i64 = conn
+                .query_row("SELECT started_at FROM job_runs", [], |r| r.get(0))
+                .unwrap();
+            wait_runs(after_stall + 3).await;
+            let second: i64 = conn
+                .query_row("SELECT started_at FROM job_runs", [], |r| r.get(0))
+                .unwrap();
+            vec![first, second]
+        };
+        assert!(
+            started[1] - started[0] >= 500,
+            "runs {} ms apart",
+            started[1] - started[0]
+        );
+        cancel.cancel();
+        within(5, "the job task stops", task).await.unwrap();
+    });
+}
+
+#[tokio::test]
+async fn the_daemon_runs_scheduled_jobs_and_status_shows_them() {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    ota.enqueue((0..30).map(|i| guest_message(5, i)));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &ota.base_url(),
+        "[jobs]\nduplicate_filter = \"* * * * * *\"\nretention = \"off\"\n",
+    );
+    let mut daemon = Daemon::run(&config);
+    within(30, "drained", ota.wait_for(|s| s.drained())).await;
+    let line = daemon.wait_for_log("job finished").await;
+    assert!(
+        line.contains("duplicate_filter") && line.contains("receipts_compacted="),
+        "{line}"
+    );
+    assert!(daemon.stderr().contains("job is off"), "{}", daemon.stderr());
+
+    let out = cli(&config, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Pending deliveries without [forward] are young: healthy.
+    assert_eq!(out.status.code(), Some(0), "{status}");
+    assert_eq!(status["health"], "healthy");
+    assert_eq!(status["messages_stored"], 30);
+    assert_eq!(status["deliveries"]["pending"], 30);
+    assert!(status["daemon_pid"].as_u64().is_some());
+    let job = status["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "duplicate_filter")
+        .unwrap();
+    assert!(job["runs"].as_i64().unwrap() >= 1, "{job}");
+    assert!(status["source"]["last_success_at"].is_string());
+    let text = String::from_utf8(cli(&config, &["status"]).stdout).unwrap();
+    assert!(
+        text.contains("HEALTHY") && text.contains("job duplicate_filter:"),
+        "{text}"
+    );
+
+    daemon.signal(libc::SIGTERM);
+    let (exit, stderr) = daemon.exit().await;
+    assert!(exit.success(), "{stderr}");
+
+    // Degraded: the oldest pending delivery is older than the threshold.
+    db(&dir.path().join("relay.db"))
+        .execute("UPDATE messages SET first_seen_at = first_seen_at - 7200000", [])
+        .unwrap();
+    let out = cli(&config, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{status}");
+    assert!(
+        status["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("oldest pending delivery"),
+        "{status}"
+    );
+    // Degraded: polls failing for longer than the threshold.
+    db(&dir.path().join("relay.db"))
+        .execute_batch(
+            "UPDATE messages SET first_seen_at = first_seen_at + 7200000;
+             UPDATE source_state SET failing_since = last_poll_at - 3600000, last_error = 'HTTP 503'",
+        )
+        .unwrap();
+    let out = cli(&config, &["status"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("DEGRADED") && text.contains("polls have been failing"),
+        "{text}"
+    );
+
+    // Unreadable: not a store.
+    std::fs::write(
+        dir.path().join("relay.db"),
+        b"this is not a database, it is a text file of some length",
+    )
+    .unwrap();
+    for ext in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("relay.db{ext}")));
+    }
+    let out = cli(&config, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["health"], "unreadable");
+}
+
+#[tokio::test]
+async fn backup_is_consistent_while_the_daemon_writes() {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    ota.enqueue((0..20_000).map(|i| guest_message(5, i)));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &ota.base_url(), "");
+    let daemon = Daemon::run(&config);
+    within(30, "the drain under way", ota.wait_for(|s| s.confirmed >= 2_000)).await;
+    let backup = dir.path().join("backup.db");
+    let out = cli(&config, &["backup", backup.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let confirmed_after = ota.read(|s| s.confirmed);
+    let copy = db(&backup);
+    let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+    let messages: i64 = copy
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    let deliveries: i64 = copy
+        .query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        messages >= 2_000 && messages <= confirmed_after as i64 + 100,
+        "{messages}"
+    );
+    assert_eq!(messages, deliveries, "a snapshot: every message with its delivery row");
+    // Never overwrites.
+    let again = cli(&config, &["backup", backup.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.exit().await.0.success());
+}
+
+#[tokio::test]
+async fn quarantine_and_erase_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "");
+    {
+        let store = open(dir.path());
+        commit(&store, 0..8, 2).await;
+    }
+    let out = cli(&config, &["quarantine", "list", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let items: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(items.len(), 2);
+    let first = items[0]["id"].as_i64().unwrap().to_string();
+    let shown = cli(&config, &["quarantine", "show", &first]);
+    let raw: String = db(&path)
+        .query_row("SELECT raw FROM quarantine WHERE id = ?1", [&first], |r| r.get(0))
+        .unwrap();
+    assert!(
+        String::from_utf8(shown.stdout).unwrap().contains(&raw),
+        "shown byte for byte"
+    );
+    assert!(cli(&config, &["quarantine", "purge", &first]).status.success());
+    assert_eq!(cli(&config, &["quarantine", "show", &first]).status.code(), Some(1));
+    assert!(cli(&config, &["quarantine", "purge", "--all"]).status.success());
+    assert_eq!(count(&path, "SELECT count(*) FROM quarantine"), 0);
+
+    // Erase one message (pending: it must never be sent) and a whole conversation (ids 4..7 share one).
+    let erased = cli(&config, &["erase", "--message-id", &id(1)]);
+    assert!(erased.status.success(), "{}", String::from_utf8_lossy(&erased.stderr));
+    assert!(String::from_utf8_lossy(&erased.stdout).contains("erased 1 message"));
+    let conversation: String = db(&path)
+        .query_row(
+            "SELECT conversation_id FROM messages WHERE message_id = ?1",
+            [id(4)],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let erased = cli(&config, &["erase", "--conversation-id", &conversation]);
+    assert!(erased.status.success());
+    let in_conversation = count(
+        &path,
+        &format!("SELECT count(*) FROM messages WHERE conversation_id = '{conversation}'"),
+    );
+    assert_eq!(
+        count(
+            &path,
+            "SELECT count(*) FROM messages WHERE tombstoned_at IS NOT NULL AND content IS NULL AND raw IS NULL"
+        ),
+        1 + in_conversation
+    );
+    assert_eq!(
+        count(&path, "SELECT count(*) FROM deliveries WHERE state = 'dead'"),
+        1 + in_conversation
+    );
+    // A replay of dead letters does not resurrect erased messages.
+    assert!(cli(&config, &["dead-letters", "replay", "--all"]).status.success());
+    assert_eq!(
+        count(&path, "SELECT count(*) FROM deliveries WHERE state = 'pending'"),
+        8 - 1 - in_conversation
+    );
+    // And a redelivery of an erased message is not stored again.
+    let store = open(dir.path());
+    let again = commit(&store, [1], 0).await;
+    assert_eq!((again.summary.new, again.summary.redelivered), (0, 1));
+    assert_eq!(
+        count(
+            &path,
+            &format!(
+                "SELECT count(*) FROM messages WHERE message_id = '{}' AND content IS NULL",
+                id(1)
+            )
+        ),
+        1
+    );
+    drop(store);
+    let nothing = cli(&config, &["erase", "--message-id", "no-such-id"]);
+    assert!(String::from_utf8_lossy(&nothing.stdout).contains("nothing stored"));
+}
