@@ -38,8 +38,11 @@ pub async fn serve(
     }
     spawn_jobs(&tracker, settings, &store, &cancel);
     tracker.close();
+    // The store is open and checked, and every worker runs.
+    crate::ops::notify::ready("started; first poll under way");
 
     cancel.cancelled().await;
+    crate::ops::notify::stopping();
     let grace = shutdown_grace(settings);
     tracing::info!(
         grace_s = grace.as_secs(),

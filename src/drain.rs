@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::booking::auth::AuthError;
 use crate::booking::{BookingClient, FetchError, PROVIDER};
 use crate::config::BookingSettings;
+use crate::ops::notify;
 use crate::store::{BatchSummary, IncomingBatch, Store, StoreError, now_ms};
 
 /// Consecutive identical failures after which a persisting failure is logged at error rather than warn.
@@ -77,6 +78,7 @@ pub struct Drainer {
     failures: FailureRun,
     idle: IdleLog,
     on_commit: Option<std::sync::Arc<tokio::sync::Notify>>,
+    stored_since_start: u64,
 }
 
 impl Drainer {
@@ -90,6 +92,7 @@ impl Drainer {
             failures: FailureRun::default(),
             idle: IdleLog::new(),
             on_commit: None,
+            stored_since_start: 0,
         })
     }
 
@@ -175,18 +178,38 @@ impl Drainer {
                 Ok(report) => {
                     self.succeeded(&report).await;
                     if report.summary.fetched > 0 {
-                        continue;
+                        Duration::ZERO
+                    } else {
+                        self.poll_interval
                     }
-                    self.poll_interval
                 }
                 Err(DrainError::Cancelled) => break,
                 Err(error) => self.failed(error).await,
             };
-            if !sleep_or_cancel(&self.cancel, wait).await {
+            // An iteration completed (a poll answered, or a failure handled and its wait chosen).
+            notify::watchdog();
+            if !wait.is_zero() && !self.wait_sliced(wait).await {
                 break;
             }
         }
         tracing::info!("drain loop stopped");
+    }
+
+    /// Waits `wait` (poll interval, backoff, Retry-After, token quota) in slices of at most the backoff cap, with
+    /// a watchdog ping after each: no legitimate wait outlasts `WatchdogSec`. False when cancelled.
+    async fn wait_sliced(&self, wait: Duration) -> bool {
+        let slice = self.backoff.max.max(Duration::from_millis(100));
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            if !sleep_or_cancel(&self.cancel, left.min(slice)).await {
+                return false;
+            }
+            notify::watchdog();
+        }
     }
 
     async fn succeeded(&mut self, report: &BatchReport) {
@@ -201,6 +224,13 @@ impl Drainer {
         self.backoff.reset();
         let s = report.summary;
         if s.fetched > 0 {
+            self.stored_since_start += s.new as u64;
+            notify::status(&format!(
+                "draining: last batch {} new at {}; {} stored since start",
+                s.new,
+                clock(),
+                self.stored_since_start
+            ));
             self.idle.busy();
             tracing::info!(
                 fetched = s.fetched,
@@ -213,6 +243,11 @@ impl Drainer {
             );
         } else {
             tracing::debug!(ms = report.elapsed.as_millis() as u64, "queue empty");
+            notify::status(&format!(
+                "queue empty at {}; {} stored since start",
+                clock(),
+                self.stored_since_start
+            ));
             if let Err(e) = self.store.record_poll_ok(PROVIDER).await {
                 tracing::warn!(error = %e, "cannot record the poll in the store");
             }
@@ -246,6 +281,10 @@ impl Drainer {
             );
         }
         let message = error.to_string();
+        notify::status(&format!(
+            "Booking.com failing ({} in a row): {kind}",
+            self.failures.count
+        ));
         let persisting = self.failures.same >= PERSISTING_AFTER;
         let credentials = fetch.is_some_and(|e| e.is_credentials());
         let retry_in_ms = wait.as_millis() as u64;
@@ -265,6 +304,11 @@ impl Drainer {
         }
         wait
     }
+}
+
+/// UTC wall-clock time for status lines.
+fn clock() -> String {
+    chrono::Utc::now().format("%H:%M:%S UTC").to_string()
 }
 
 /// Sleeps for `duration` unless cancelled first; false when cancelled.

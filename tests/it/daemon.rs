@@ -156,9 +156,24 @@ fn the_systemd_unit_is_sandboxed_to_an_exposure_of_at_most_2() {
         "StartLimitIntervalSec=",
         "StartLimitBurst=",
         "TimeoutStopSec=",
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "WatchdogSec=",
     ] {
         assert!(text.contains(directive), "the unit lacks {directive}");
     }
+    // WatchdogSec must outlast the longest silence of the drain loop with the default settings.
+    let watchdog = text
+        .lines()
+        .find_map(|l| l.strip_prefix("WatchdogSec="))
+        .and_then(|v| humantime::parse_duration(v.trim()).ok())
+        .expect("WatchdogSec parses");
+    let defaults =
+        ota_relay::config::parse_for_tools(std::path::Path::new("defaults.toml"), "[booking]\nusername = \"u\"\n")
+            .unwrap()
+            .booking;
+    let longest = defaults.poll_interval.max(defaults.backoff_max) + 2 * defaults.request_timeout;
+    assert!(watchdog > longest, "WatchdogSec {watchdog:?} <= {longest:?}");
     // systemd-analyze ships with systemd; on a machine without it the directives above are all we can check.
     let Ok(output) = std::process::Command::new("systemd-analyze")
         .args(["security", "--offline=yes", "--threshold=20"])

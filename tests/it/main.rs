@@ -11,3 +11,4 @@ mod housekeeping;
 mod model;
 mod storage;
 mod support;
+mod systemd;

@@ -1,0 +1,27 @@
+//! systemd's notification protocol (`Type=notify`): READY once the workers run, a one-line STATUS, STOPPING, and
+//! WATCHDOG=1 from the drain loop. Outside systemd (no NOTIFY_SOCKET) every call is a no-op.
+
+use sd_notify::NotifyState;
+
+pub fn ready(status: &str) {
+    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+pub fn status(status: &str) {
+    send(&[NotifyState::Status(status)]);
+}
+
+pub fn stopping() {
+    send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+/// The drain loop is alive: sent after every iteration and every slice of a wait.
+pub fn watchdog() {
+    send(&[NotifyState::Watchdog]);
+}
+
+fn send(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "cannot notify systemd");
+    }
+}
