@@ -56,6 +56,37 @@ pub async fn serve(
     Ok(())
 }
 
+/// SIGHUP: re-reads the file. An invalid file changes nothing; the log level applies at once; other changes are
+/// reported as needing a restart (live re-application of the workers' settings is not implemented yet).
+fn reload(running: &Settings, log: &crate::telemetry::LogHandle) {
+    crate::ops::notify::status("reloading configuration");
+    let new = match crate::config::load(&running.source) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
+            return;
+        }
+    };
+    for warning in &new.warnings {
+        tracing::warn!("configuration: {warning}");
+    }
+    if new.log.level != running.log.level {
+        match log.set_level(&new.log.level) {
+            Ok(()) => tracing::info!(level = %new.log.level, "log level changed"),
+            Err(e) => tracing::error!(error = %e, "cannot apply log.level"),
+        }
+    }
+    let mut same_log = new.clone();
+    same_log.log = running.log.clone();
+    if same_log.render_masked() != running.render_masked() {
+        tracing::warn!(
+            "configuration changed beyond log.level; restart ota-relay to apply it (`systemctl restart ota-relay`)"
+        );
+    } else {
+        tracing::info!("configuration reloaded");
+    }
+}
+
 /// One task per scheduled job; a run in progress is waited for at shutdown like the workers.
 fn spawn_jobs(tracker: &TaskTracker, settings: &Settings, store: &Store, cancel: &CancellationToken) {
     let jobs = &settings.jobs;
@@ -91,7 +122,7 @@ pub fn shutdown_grace(settings: &Settings) -> Duration {
 }
 
 /// `ota-relay run`: the store is opened (and locked) before any worker starts.
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, log: crate::telemetry::LogHandle) -> anyhow::Result<()> {
     for warning in &settings.warnings {
         tracing::warn!("configuration: {warning}");
     }
@@ -106,7 +137,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     let cancel = CancellationToken::new();
     let wake = Arc::new(Notify::new());
-    let signals = listen_for_signals(cancel.clone(), wake.clone())?;
+    let signals = listen_for_signals(cancel.clone(), wake.clone(), settings.clone(), log)?;
     let result = serve(&settings, store, cancel, wake).await;
     signals.close();
     tracing::info!("ota-relay stopped");
@@ -114,14 +145,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// SIGTERM and SIGINT cancel `cancel`; SIGUSR1 (sent by operator commands) wakes the delivery worker.
-fn listen_for_signals(cancel: CancellationToken, wake: Arc<Notify>) -> anyhow::Result<signal_hook_tokio::Handle> {
+fn listen_for_signals(
+    cancel: CancellationToken,
+    wake: Arc<Notify>,
+    running: Settings,
+    log: crate::telemetry::LogHandle,
+) -> anyhow::Result<signal_hook_tokio::Handle> {
     let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("cannot install signal handlers")?;
     let handle = signals.handle();
     tokio::spawn(async move {
         while let Some(signal) = signals.next().await {
             match signal {
-                SIGHUP => tracing::info!("SIGHUP received; configuration reload is not supported by this version"),
+                SIGHUP => reload(&running, &log),
                 SIGUSR1 => {
                     tracing::debug!("SIGUSR1: looking at the outbox");
                     wake.notify_one();

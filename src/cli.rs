@@ -158,8 +158,8 @@ pub fn main() -> ExitCode {
                 Ok(settings) => settings,
                 Err(e) => return config_failed(&e),
             };
-            crate::telemetry::init(&settings.log);
-            finish(runtime().and_then(|rt| rt.block_on(crate::app::run(settings))))
+            let log = crate::telemetry::init(&settings.log);
+            finish(runtime().and_then(|rt| rt.block_on(crate::app::run(settings, log))))
         }
         Command::DeadLetters(command) => {
             let settings = match config::load_for_tools(&cli.config) {

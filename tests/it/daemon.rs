@@ -193,3 +193,35 @@ fn the_systemd_unit_is_sandboxed_to_an_exposure_of_at_most_2() {
         .expect("an exposure level");
     assert!(level <= 2.0, "exposure {level}");
 }
+
+#[tokio::test]
+async fn sighup_applies_a_valid_file_and_keeps_the_old_one_when_invalid() {
+    let fake = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &fake.base_url(), "[log]\nlevel = \"info\"\n");
+    let mut daemon = Daemon::run(&config);
+    daemon.wait_for_log("draining the Booking.com queue").await;
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("level = \"info\"", "level = \"debug\"")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("log level changed").await;
+    // Debug lines now appear (the idle poll logs "queue empty" at debug).
+    daemon.wait_for_log("queue empty").await;
+
+    std::fs::write(&config, "[booking]\nbase_url = 42\n").unwrap();
+    daemon.signal(libc::SIGHUP);
+    let line = daemon.wait_for_log("configuration reload failed").await;
+    assert!(line.contains("booking.base_url"), "the reason is named: {line}");
+    // Still draining with the old configuration.
+    fake.enqueue((0..5).map(|i| ota_relay::fake::guest_message(8, i)));
+    within(20, "drained after a failed reload", fake.wait_for(|s| s.drained())).await;
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+}
