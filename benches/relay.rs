@@ -13,9 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ota_relay::config::Secret;
-use ota_relay::fake::{FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, SampleMessage, guest_message};
+use ota_relay::fake::{
+    FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, SampleMessage, commit_as_batch, guest_message,
+};
 use ota_relay::forward::signing::Signer;
-use ota_relay::store::{Access, IncomingBatch, Store};
+use ota_relay::store::{Access, Store};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ota-relay");
 
@@ -212,20 +214,7 @@ async fn prepare_backlog(dir: &Path, n: u64) {
     while next < n {
         let end = (next + 2000).min(n);
         let messages: Vec<String> = (next..end).map(|i| guest_message(7, i).json).collect();
-        let body = format!(
-            r#"{{"data":{{"messages":[{}],"ok":true}},"errors":[]}}"#,
-            messages.join(",")
-        );
-        let answer = ota_relay::booking::wire::parse_latest(body.as_bytes()).unwrap();
-        store
-            .commit_batch(IncomingBatch {
-                provider: "booking.com",
-                fetched_at: ota_relay::store::now_ms(),
-                ruid: None,
-                elements: answer.elements,
-            })
-            .await
-            .unwrap();
+        commit_as_batch(&store, &messages).await.unwrap();
         next = end;
     }
 }

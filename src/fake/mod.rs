@@ -7,4 +7,4 @@ pub mod samples;
 
 pub use ota::{Endpoint, FakeAuth, FakeOta, FakeOtaOptions, Fault, Gate, HoldPoint, OtaState};
 pub use pms::{FakePms, FakePmsOptions, PmsReply, PmsState};
-pub use samples::{SampleMessage, guest_message, poison_message};
+pub use samples::{SampleMessage, commit_as_batch, guest_message, poison_message};

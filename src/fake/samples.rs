@@ -91,3 +91,24 @@ pub fn poison_message(index: u64) -> String {
     }
     .to_string()
 }
+
+/// Stores message objects (JSON, as upstream serves them) as one drained batch would be: through the real parser
+/// and `Store::commit_batch`. For tests and benchmarks that need a prepared store without the HTTP round trips.
+pub async fn commit_as_batch(
+    store: &crate::store::Store,
+    elements: &[String],
+) -> Result<crate::store::Committed, crate::store::StoreError> {
+    let body = format!(
+        r#"{{"data":{{"messages":[{}],"ok":true}},"errors":[]}}"#,
+        elements.join(",")
+    );
+    let answer = crate::booking::wire::parse_latest(body.as_bytes()).expect("sample elements form a valid answer");
+    store
+        .commit_batch(crate::store::IncomingBatch {
+            provider: crate::booking::wire::PROVIDER,
+            fetched_at: crate::store::now_ms(),
+            ruid: None,
+            elements: answer.elements,
+        })
+        .await
+}

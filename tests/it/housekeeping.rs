@@ -5,9 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use ota_relay::config::{RetentionSettings, Schedule};
-use ota_relay::fake::{FakeOta, FakeOtaOptions, guest_message, poison_message};
+use ota_relay::fake::{FakeOta, FakeOtaOptions, commit_as_batch, guest_message, poison_message};
 use ota_relay::jobs::{self, JobKind};
-use ota_relay::store::{Access, IncomingBatch, Store, now_ms};
+use ota_relay::store::{Access, Store, now_ms};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -21,20 +21,7 @@ const KEEP: RetentionSettings = RetentionSettings {
 async fn commit(store: &Store, indices: impl IntoIterator<Item = u64>, poison: usize) -> ota_relay::store::Committed {
     let mut elements: Vec<String> = indices.into_iter().map(|i| guest_message(5, i).json).collect();
     elements.extend((0..poison).map(|i| poison_message(i as u64)));
-    let body = format!(
-        r#"{{"data":{{"messages":[{}],"ok":true}},"errors":[]}}"#,
-        elements.join(",")
-    );
-    let answer = ota_relay::booking::wire::parse_latest(body.as_bytes()).unwrap();
-    store
-        .commit_batch(IncomingBatch {
-            provider: "booking.com",
-            fetched_at: now_ms(),
-            ruid: None,
-            elements: answer.elements,
-        })
-        .await
-        .unwrap()
+    commit_as_batch(store, &elements).await.unwrap()
 }
 
 fn open(dir: &Path) -> Store {
