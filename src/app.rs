@@ -78,13 +78,23 @@ fn reload(running: &Settings, log: &crate::telemetry::LogHandle) {
     }
     let mut same_log = new.clone();
     same_log.log = running.log.clone();
-    if same_log.render_masked() != running.render_masked() {
+    // The rendering masks secrets, so they are compared apart.
+    if same_log.render_masked() != running.render_masked() || secret_values(&new) != secret_values(running) {
         tracing::warn!(
             "configuration changed beyond log.level; restart ota-relay to apply it (`systemctl restart ota-relay`)"
         );
     } else {
         tracing::info!("configuration reloaded");
     }
+}
+
+fn secret_values(settings: &Settings) -> Vec<&str> {
+    let booking = match &settings.booking.auth {
+        crate::config::BookingAuth::Basic { password, .. } => password,
+        crate::config::BookingAuth::Token { client_secret, .. } => client_secret,
+    };
+    let forward = settings.forward.iter().flat_map(|f| f.secrets.iter());
+    std::iter::once(booking).chain(forward).map(|s| s.expose()).collect()
 }
 
 /// One task per scheduled job; a run in progress is waited for at shutdown like the workers.

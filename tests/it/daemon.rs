@@ -213,6 +213,11 @@ async fn sighup_applies_a_valid_file_and_keeps_the_old_one_when_invalid() {
     daemon.wait_for_log("log level changed").await;
     // Debug lines now appear (the idle poll logs "queue empty" at debug).
     daemon.wait_for_log("queue empty").await;
+    // A changed secret is masked in the effective settings, yet still seen as a change.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(PASSWORD, "another-password")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("restart ota-relay to apply").await;
 
     std::fs::write(&config, "[booking]\nbase_url = 42\n").unwrap();
     daemon.signal(libc::SIGHUP);
