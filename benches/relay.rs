@@ -214,7 +214,9 @@ async fn prepare_backlog(dir: &Path, n: u64) {
     while next < n {
         let end = (next + 2000).min(n);
         let messages: Vec<String> = (next..end).map(|i| guest_message(7, i).json).collect();
-        commit_as_batch(&store, &messages).await.unwrap();
+        commit_as_batch(&store, &messages, ota_relay::store::now_ms())
+            .await
+            .unwrap();
         next = end;
     }
 }

@@ -97,6 +97,7 @@ pub fn poison_message(index: u64) -> String {
 pub async fn commit_as_batch(
     store: &crate::store::Store,
     elements: &[String],
+    fetched_at: i64,
 ) -> Result<crate::store::Committed, crate::store::StoreError> {
     let body = format!(
         r#"{{"data":{{"messages":[{}],"ok":true}},"errors":[]}}"#,
@@ -106,7 +107,7 @@ pub async fn commit_as_batch(
     store
         .commit_batch(crate::store::IncomingBatch {
             provider: crate::booking::wire::PROVIDER,
-            fetched_at: crate::store::now_ms(),
+            fetched_at,
             ruid: None,
             elements: answer.elements,
         })

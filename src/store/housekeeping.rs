@@ -41,20 +41,15 @@ pub fn duplicate_filter(conn: &mut Connection, now: i64) -> rusqlite::Result<Dup
         else {
             break;
         };
-        // The first copy of a message is the receipt written when it was stored (received_at = first_seen_at);
-        // every other copy is a redelivery.
         let (rows, redelivered): (i64, i64) = tx.query_row(
-            "SELECT count(*), coalesce(sum(CASE WHEN r.received_at = m.first_seen_at THEN 0 ELSE 1 END), 0)
-             FROM receipts r LEFT JOIN messages m USING (provider, message_id) WHERE r.id <= ?1",
+            "SELECT count(*), coalesce(sum(1 - stored), 0) FROM receipts WHERE id <= ?1",
             [max_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         tx.execute(
             "UPDATE messages SET redeliveries = redeliveries + c.n
-             FROM (SELECT provider, message_id, count(*) AS n FROM receipts r
-                   WHERE r.id <= ?1 AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.provider = r.provider
-                       AND m.message_id = r.message_id AND m.first_seen_at = r.received_at)
-                   GROUP BY provider, message_id) AS c
+             FROM (SELECT provider, message_id, count(*) AS n FROM receipts
+                   WHERE id <= ?1 AND stored = 0 GROUP BY provider, message_id) AS c
              WHERE messages.provider = c.provider AND messages.message_id = c.message_id",
             [max_id],
         )?;

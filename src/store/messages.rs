@@ -101,7 +101,7 @@ impl Store {
                 let mut insert_delivery =
                     tx.prepare_cached("INSERT INTO deliveries (seq, next_attempt_at) VALUES (?1, ?2)")?;
                 let mut insert_receipt = tx.prepare_cached(
-                    "INSERT INTO receipts (batch_id, provider, message_id, received_at) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO receipts (batch_id, provider, message_id, received_at, stored) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 let mut insert_poison = tx.prepare_cached(
                     "INSERT INTO quarantine (provider, raw_sha256, raw, reason, first_batch, first_seen_at, last_seen_at)
@@ -129,7 +129,8 @@ impl Store {
                                 batch.fetched_at,
                                 m.raw,
                             ])?;
-                            if inserted == 1 {
+                            let stored = inserted == 1;
+                            if stored {
                                 // The outbox row commits with the message or not at all: no stored message can
                                 // miss its delivery, and a redelivered one (inserted == 0) never gets a second.
                                 insert_delivery.execute(params![tx.last_insert_rowid(), batch.fetched_at])?;
@@ -137,7 +138,7 @@ impl Store {
                             } else {
                                 summary.redelivered += 1;
                             }
-                            insert_receipt.execute(params![batch_id, batch.provider, m.message_id, batch.fetched_at])?;
+                            insert_receipt.execute(params![batch_id, batch.provider, m.message_id, batch.fetched_at, stored])?;
                         }
                         Element::Poison(p) => {
                             insert_poison.execute(params![

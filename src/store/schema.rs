@@ -114,6 +114,15 @@ const MIGRATIONS: &[&str] = &[
         runs        INTEGER NOT NULL DEFAULT 0
     ) STRICT;
     "#,
+    // 4: each receipt says whether it is the copy that stored the message. Version 3 inferred that from
+    // received_at = first_seen_at, which also matched a redelivery stored in the same millisecond. Rows written
+    // before this version get the inference, restricted to the earliest such receipt of each message.
+    r#"
+    ALTER TABLE receipts ADD COLUMN stored INTEGER NOT NULL DEFAULT 0;
+    UPDATE receipts SET stored = 1 WHERE id IN (
+        SELECT min(r.id) FROM receipts r JOIN messages m USING (provider, message_id)
+        WHERE r.received_at = m.first_seen_at GROUP BY r.provider, r.message_id);
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -19,9 +19,18 @@ const KEEP: RetentionSettings = RetentionSettings {
 
 /// Commits `indices` of seed 5's sample messages (plus poison) as one batch, as the drain loop would.
 async fn commit(store: &Store, indices: impl IntoIterator<Item = u64>, poison: usize) -> ota_relay::store::Committed {
+    commit_at(store, indices, poison, now_ms()).await
+}
+
+async fn commit_at(
+    store: &Store,
+    indices: impl IntoIterator<Item = u64>,
+    poison: usize,
+    fetched_at: i64,
+) -> ota_relay::store::Committed {
     let mut elements: Vec<String> = indices.into_iter().map(|i| guest_message(5, i).json).collect();
     elements.extend((0..poison).map(|i| poison_message(i as u64)));
-    commit_as_batch(store, &elements).await.unwrap()
+    commit_as_batch(store, &elements, fetched_at).await.unwrap()
 }
 
 fn open(dir: &Path) -> Store {
@@ -47,10 +56,12 @@ async fn duplicate_filter_compacts_redeliveries_and_repairs_delivery_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.db");
     let store = open(dir.path());
-    commit(&store, 0..10, 0).await;
+    // All in one millisecond, as a fast drain of a redelivering queue does: time cannot tell copies apart.
+    let at = now_ms();
+    commit_at(&store, 0..10, 0, at).await;
     // Redelivered: 0..3 once more, 0 a third time.
-    commit(&store, 0..3, 0).await;
-    commit(&store, [0], 0).await;
+    commit_at(&store, 0..3, 0, at).await;
+    commit_at(&store, [0], 0, at).await;
     // What an old version or a manual edit could leave: a message without its delivery row (one pending, one
     // tombstone), a delivered one that must stay delivered, and a delivery row without a message.
     {
@@ -107,7 +118,7 @@ async fn duplicate_filter_compacts_redeliveries_and_repairs_delivery_rows() {
     assert_eq!(count(&path, "SELECT count(*) FROM deliveries"), 10);
 
     // A second run finds nothing, and a later redelivery is counted on top.
-    commit(&store, [1], 0).await;
+    commit_at(&store, [1], 0, at).await;
     let figures = jobs::run_once(&store, JobKind::DuplicateFilter, KEEP).await.unwrap();
     assert_eq!(figures["redeliveries_filtered"], 1);
     assert_eq!(figures["missing_deliveries"], 0);
