@@ -14,7 +14,14 @@ use crate::config::Settings;
 use crate::drain::Drainer;
 use crate::forward::Forwarder;
 use crate::jobs::JobKind;
+use crate::ops::metrics::Metrics;
 use crate::store::{Access, Store};
+
+/// SIGHUP requests, and the handle that applies a new log level.
+pub struct Reloads {
+    pub requests: tokio::sync::mpsc::UnboundedReceiver<()>,
+    pub log: crate::telemetry::LogHandle,
+}
 
 /// Runs the daemon until `cancel` fires, then waits (bounded) for the workers to finish what they hold.
 /// `wake` wakes the delivery worker (new messages are committed, or an operator replayed dead letters).
@@ -23,48 +30,146 @@ pub async fn serve(
     store: Store,
     cancel: CancellationToken,
     wake: Arc<Notify>,
+    mut reloads: Option<Reloads>,
 ) -> anyhow::Result<()> {
-    let tracker = TaskTracker::new();
-    let drainer = Drainer::new(&settings.booking, store.clone(), cancel.clone())
-        .context("cannot build the Booking.com HTTP client")?
-        .notify_on_commit(wake.clone());
-    tracker.spawn(drainer.run());
-    match &settings.forward {
-        Some(forward) => {
-            let forwarder = Forwarder::new(forward, store.clone(), wake, cancel.clone())?;
-            tracker.spawn(forwarder.run());
+    let metrics = Metrics::new();
+    let listener_task = match &settings.http {
+        Some(http) => {
+            let listener = tokio::net::TcpListener::bind(http.listen)
+                .await
+                .with_context(|| format!("http.listen: cannot listen on {}", http.listen))?;
+            let bound = listener.local_addr().map_or(http.listen, |a| a);
+            tracing::info!(listen = %bound, "serving /healthz and /metrics");
+            Some(tokio::spawn(crate::ops::endpoint::serve(
+                listener,
+                store.path().to_owned(),
+                metrics.clone(),
+                cancel.clone(),
+            )))
         }
-        None => tracing::info!("[forward] is not configured: messages are stored and wait in the outbox"),
-    }
-    spawn_jobs(&tracker, settings, &store, &cancel);
-    tracker.close();
+        None => None,
+    };
+    let mut running = settings.clone();
+    let mut workers = Workers::start(&running, &store, &wake, &metrics, &cancel)?;
     // The store is open and checked, and every worker runs.
     crate::ops::notify::ready("started; first poll under way");
 
-    cancel.cancelled().await;
+    loop {
+        let requested = async {
+            match reloads.as_mut() {
+                Some(r) => r.requests.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(()) = requested => {
+                let log = &reloads.as_ref().expect("a request came from it").log;
+                let Some(new) = reload(&running, log) else { continue };
+                tracing::info!("restarting the workers with the new configuration");
+                if !workers.stop(shutdown_grace(&running), &cancel).await {
+                    break;
+                }
+                match Workers::start(&new, &store, &wake, &metrics, &cancel) {
+                    Ok(started) => {
+                        workers = started;
+                        running = new;
+                        tracing::info!("configuration reloaded and applied");
+                        crate::ops::notify::status("configuration reloaded");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "cannot apply the new configuration; keeping the running one");
+                        workers = Workers::start(&running, &store, &wake, &metrics, &cancel)?;
+                    }
+                }
+            }
+        }
+    }
     crate::ops::notify::stopping();
-    let grace = shutdown_grace(settings);
+    let grace = shutdown_grace(&running);
     tracing::info!(
         grace_s = grace.as_secs(),
-        "shutting down: finishing the batch and the deliveries in flight"
+        "shutting down: finishing the batch, the deliveries in flight and a running job"
     );
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        // Safe anyway: a batch is confirmed only after it is committed, and an unconfirmed one is fetched again;
-        // an unrecorded delivery is attempted again.
-        tracing::warn!("workers did not stop within {grace:?}; exiting regardless");
+    workers.stop(grace, &cancel).await;
+    if let Some(task) = listener_task {
+        let _ = task.await;
     }
     Ok(())
 }
 
-/// SIGHUP: re-reads the file. An invalid file changes nothing; the log level applies at once; other changes are
-/// reported as needing a restart (live re-application of the workers' settings is not implemented yet).
-fn reload(running: &Settings, log: &crate::telemetry::LogHandle) {
+/// One generation of workers (drain loop, delivery worker, job schedules) under a child token, so that a reload
+/// can stop and restart them while the store, the listener and the metrics stay.
+struct Workers {
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Workers {
+    fn start(
+        settings: &Settings,
+        store: &Store,
+        wake: &Arc<Notify>,
+        metrics: &Metrics,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Workers> {
+        let token = cancel.child_token();
+        let tracker = TaskTracker::new();
+        let drainer = Drainer::new(&settings.booking, store.clone(), token.clone())
+            .context("cannot build the Booking.com HTTP client")?
+            .notify_on_commit(wake.clone())
+            .with_metrics(metrics.clone());
+        let forwarder = match &settings.forward {
+            Some(forward) => {
+                Some(Forwarder::new(forward, store.clone(), wake.clone(), token.clone())?.with_metrics(metrics.clone()))
+            }
+            None => {
+                tracing::info!("[forward] is not configured: messages are stored and wait in the outbox");
+                None
+            }
+        };
+        tracker.spawn(drainer.run());
+        if let Some(forwarder) = forwarder {
+            tracker.spawn(forwarder.run());
+        }
+        spawn_jobs(&tracker, settings, store, &token, metrics);
+        tracker.close();
+        Ok(Workers { token, tracker })
+    }
+
+    /// Stops this generation. Waits for it to finish: a second drain loop must never run beside the first (two
+    /// consumers confirming by count confirm each other's messages). During shutdown (`cancel` fired) the wait is
+    /// bounded by `grace`. False when shutdown began while waiting for a reload.
+    async fn stop(&self, grace: Duration, cancel: &CancellationToken) -> bool {
+        let shutting_down = cancel.is_cancelled();
+        self.token.cancel();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_ok() {
+            return true;
+        }
+        if shutting_down {
+            // Safe anyway: a batch is confirmed only after it is committed, and an unconfirmed one is fetched
+            // again; an unrecorded delivery is attempted again.
+            tracing::warn!("workers did not stop within {grace:?}; exiting regardless");
+            return false;
+        }
+        tracing::warn!("workers are still finishing after {grace:?}; the new configuration waits for them");
+        tokio::select! {
+            _ = self.tracker.wait() => !cancel.is_cancelled(),
+            _ = cancel.cancelled() => false,
+        }
+    }
+}
+
+/// SIGHUP: re-reads the file. An invalid file changes nothing; the log level applies at once; the store path,
+/// the listen address and the log format need a restart and are kept. Returns the settings to restart the
+/// workers with, when anything they use changed.
+fn reload(running: &Settings, log: &crate::telemetry::LogHandle) -> Option<Settings> {
     crate::ops::notify::status("reloading configuration");
-    let new = match crate::config::load(&running.source) {
+    let mut new = match crate::config::load(&running.source) {
         Ok(new) => new,
         Err(e) => {
             tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
-            return;
+            return None;
         }
     };
     for warning in &new.warnings {
@@ -76,16 +181,36 @@ fn reload(running: &Settings, log: &crate::telemetry::LogHandle) {
             Err(e) => tracing::error!(error = %e, "cannot apply log.level"),
         }
     }
-    let mut same_log = new.clone();
-    same_log.log = running.log.clone();
-    // The rendering masks secrets, so they are compared apart.
-    if same_log.render_masked() != running.render_masked() || secret_values(&new) != secret_values(running) {
-        tracing::warn!(
-            "configuration changed beyond log.level; restart ota-relay to apply it (`systemctl restart ota-relay`)"
-        );
-    } else {
-        tracing::info!("configuration reloaded");
+    let mut restart_needed = Vec::new();
+    if new.store.path != running.store.path {
+        restart_needed.push("store.path");
+        new.store = running.store.clone();
     }
+    if new.http.as_ref().map(|h| h.listen) != running.http.as_ref().map(|h| h.listen) {
+        restart_needed.push("http.listen");
+        new.http = running.http;
+    }
+    if new.log.format != running.log.format {
+        restart_needed.push("log.format");
+        new.log.format = running.log.format;
+    }
+    if !restart_needed.is_empty() {
+        tracing::warn!(
+            keys = %restart_needed.join(", "),
+            "these changes need a restart and are not applied (`systemctl restart ota-relay`)"
+        );
+    }
+    let mut same_level = new.clone();
+    same_level.log.level = running.log.level.clone();
+    // The rendering masks secrets, so they are compared apart.
+    if same_level.render_masked() == running.render_masked() && secret_values(&new) == secret_values(running) {
+        if restart_needed.is_empty() {
+            tracing::info!("configuration reloaded");
+            crate::ops::notify::status("configuration reloaded");
+        }
+        return None;
+    }
+    Some(new)
 }
 
 fn secret_values(settings: &Settings) -> Vec<&str> {
@@ -97,8 +222,14 @@ fn secret_values(settings: &Settings) -> Vec<&str> {
     std::iter::once(booking).chain(forward).map(|s| s.expose()).collect()
 }
 
-/// One task per scheduled job; a run in progress is waited for at shutdown like the workers.
-fn spawn_jobs(tracker: &TaskTracker, settings: &Settings, store: &Store, cancel: &CancellationToken) {
+/// One task per scheduled job; a run in progress is waited for like the workers.
+fn spawn_jobs(
+    tracker: &TaskTracker,
+    settings: &Settings,
+    store: &Store,
+    cancel: &CancellationToken,
+    metrics: &Metrics,
+) {
     let jobs = &settings.jobs;
     for (kind, schedule) in [
         (JobKind::DuplicateFilter, &jobs.duplicate_filter),
@@ -114,6 +245,7 @@ fn spawn_jobs(tracker: &TaskTracker, settings: &Settings, store: &Store, cancel:
                     jobs.timezone,
                     settings.retention,
                     cancel.clone(),
+                    metrics.clone(),
                 ));
             }
             None => tracing::info!(job = kind.name(), "job is off"),
@@ -147,19 +279,20 @@ pub async fn run(settings: Settings, log: crate::telemetry::LogHandle) -> anyhow
     );
     let cancel = CancellationToken::new();
     let wake = Arc::new(Notify::new());
-    let signals = listen_for_signals(cancel.clone(), wake.clone(), settings.clone(), log)?;
-    let result = serve(&settings, store, cancel, wake).await;
+    let (hup, requests) = tokio::sync::mpsc::unbounded_channel();
+    let signals = listen_for_signals(cancel.clone(), wake.clone(), hup)?;
+    let result = serve(&settings, store, cancel, wake, Some(Reloads { requests, log })).await;
     signals.close();
     tracing::info!("ota-relay stopped");
     result
 }
 
-/// SIGTERM and SIGINT cancel `cancel`; SIGUSR1 (sent by operator commands) wakes the delivery worker.
+/// SIGTERM and SIGINT cancel `cancel`; SIGUSR1 (sent by operator commands) wakes the delivery worker; SIGHUP
+/// asks `serve` to reload.
 fn listen_for_signals(
     cancel: CancellationToken,
     wake: Arc<Notify>,
-    running: Settings,
-    log: crate::telemetry::LogHandle,
+    hup: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> anyhow::Result<signal_hook_tokio::Handle> {
     let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("cannot install signal handlers")?;
@@ -167,7 +300,9 @@ fn listen_for_signals(
     tokio::spawn(async move {
         while let Some(signal) = signals.next().await {
             match signal {
-                SIGHUP => reload(&running, &log),
+                SIGHUP => {
+                    let _ = hup.send(());
+                }
                 SIGUSR1 => {
                     tracing::debug!("SIGUSR1: looking at the outbox");
                     wake.notify_one();

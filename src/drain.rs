@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::booking::auth::AuthError;
 use crate::booking::{BookingClient, FetchError, PROVIDER};
 use crate::config::BookingSettings;
+use crate::ops::metrics::Metrics;
 use crate::ops::notify;
 use crate::store::{BatchSummary, IncomingBatch, Store, StoreError, now_ms};
 
@@ -79,6 +80,7 @@ pub struct Drainer {
     idle: IdleLog,
     on_commit: Option<std::sync::Arc<tokio::sync::Notify>>,
     stored_since_start: u64,
+    metrics: Metrics,
 }
 
 impl Drainer {
@@ -93,12 +95,19 @@ impl Drainer {
             idle: IdleLog::new(),
             on_commit: None,
             stored_since_start: 0,
+            metrics: Metrics::default(),
         })
     }
 
     /// Wakes `notify` after every commit that stored new messages (the forwarder waits on it).
     pub fn notify_on_commit(mut self, notify: std::sync::Arc<tokio::sync::Notify>) -> Self {
         self.on_commit = Some(notify);
+        self
+    }
+
+    /// Counts polls, batches, confirms and request latencies into `metrics` (the daemon's `/metrics`).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -111,8 +120,12 @@ impl Drainer {
         let answer = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => return Err(DrainError::Cancelled),
-            answer = self.client.fetch_latest() => answer.map_err(DrainError::Fetch)?,
+            answer = self.client.fetch_latest() => answer,
         };
+        self.metrics.request("booking", "latest", started.elapsed());
+        let answer = answer
+            .inspect_err(|_| self.metrics.poll("error"))
+            .map_err(DrainError::Fetch)?;
         if let Some(declared) = answer.declared_count
             && declared != answer.elements.len() as u64
         {
@@ -124,11 +137,13 @@ impl Drainer {
             );
         }
         if answer.elements.is_empty() {
+            self.metrics.poll("empty");
             return Ok(BatchReport {
                 elapsed: started.elapsed(),
                 ..BatchReport::default()
             });
         }
+        self.metrics.poll("messages");
         for element in &answer.elements {
             if let crate::store::Element::Poison(p) = element {
                 tracing::error!(reason = %p.reason, ruid = answer.ruid.as_deref(), "quarantined a message that cannot be understood");
@@ -143,6 +158,7 @@ impl Drainer {
                 elements: answer.elements,
             })
             .await?;
+        self.metrics.batch(&committed.summary);
         if committed.summary.new > 0
             && let Some(notify) = &self.on_commit
         {
@@ -154,7 +170,12 @@ impl Drainer {
             elapsed: started.elapsed(),
         };
         // Invariant 3: exactly one PUT per committed answer; its failure is reported, never retried here.
-        match self.client.confirm(committed.confirm).await {
+        let put_started = Instant::now();
+        let confirmed = self.client.confirm(committed.confirm).await;
+        self.metrics.request("booking", "confirm", put_started.elapsed());
+        self.metrics
+            .confirm(confirmed.as_ref().ok().map(|_| committed.confirm.get()));
+        match confirmed {
             Ok(_) => {
                 report.confirmed = committed.confirm.get();
                 report.elapsed = started.elapsed();

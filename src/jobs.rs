@@ -128,6 +128,7 @@ pub async fn run_schedule(
     timezone: chrono_tz::Tz,
     retention: RetentionSettings,
     cancel: CancellationToken,
+    metrics: crate::ops::metrics::Metrics,
 ) {
     tracing::info!(job = kind.name(), schedule = %schedule.pattern, timezone = timezone.name(), "job scheduled");
     loop {
@@ -153,6 +154,7 @@ pub async fn run_schedule(
             return;
         }
         // Errors are logged and recorded by run_once; the next occurrence is tried regardless.
-        let _ = run_once(&store, kind, retention).await;
+        let ok = run_once(&store, kind, retention).await.is_ok();
+        metrics.job_run(kind.name(), ok, now_ms());
     }
 }

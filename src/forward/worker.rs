@@ -24,6 +24,7 @@ use super::payload;
 use super::signing::Signer;
 use crate::config::{ForwardSettings, RetryPolicy};
 use crate::http;
+use crate::ops::metrics::Metrics;
 use crate::store::{Store, StoreError, now_ms};
 
 /// Consecutive failures after which the PMS counts as failing (probe mode).
@@ -39,6 +40,8 @@ pub struct Attempted {
     pub due: DueDelivery,
     pub at: i64,
     pub result: AttemptResult,
+    /// Request latency (zero when no request was sent).
+    pub took: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +118,8 @@ pub fn decide(policy: &RetryPolicy, attempted: &Attempted, jitter: f64) -> Outco
 /// One signed POST of one delivery.
 pub async fn attempt(client: reqwest::Client, url: Url, signer: Arc<Signer>, due: DueDelivery) -> Attempted {
     let at = now_ms();
+    let started = Instant::now();
+    let mut took = Duration::ZERO;
     let id = due.message.webhook_id();
     let result = match payload::render(&due.message, at) {
         Err(e) => AttemptResult::Failed {
@@ -132,6 +137,7 @@ pub async fn attempt(client: reqwest::Client, url: Url, signer: Arc<Signer>, due
                 .body(body)
                 .send()
                 .await;
+            took = started.elapsed();
             match sent {
                 Ok(response) => {
                     let code = response.status().as_u16();
@@ -144,7 +150,7 @@ pub async fn attempt(client: reqwest::Client, url: Url, signer: Arc<Signer>, due
             }
         }
     };
-    Attempted { due, at, result }
+    Attempted { due, at, result, took }
 }
 
 /// Whether the PMS is up, and when the next probe may go while it is not.
@@ -217,6 +223,7 @@ pub struct Forwarder {
     cancel: CancellationToken,
     health: PmsHealth,
     delivered_since_summary: u64,
+    metrics: Metrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -246,7 +253,14 @@ impl Forwarder {
             cancel,
             health: PmsHealth::new(),
             delivered_since_summary: 0,
+            metrics: Metrics::default(),
         })
+    }
+
+    /// Counts deliveries by outcome and their latency into `metrics` (the daemon's `/metrics`).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// One step, for tests and tools: claims up to `concurrency` due deliveries, attempts them concurrently and
@@ -277,13 +291,18 @@ impl Forwarder {
         self.outbox.record(outcomes.clone()).await?;
         for (a, o) in attempted.iter().zip(&outcomes) {
             self.health.record(&a.result, &self.retry);
+            if !a.took.is_zero() {
+                self.metrics.request("pms", "deliver", a.took);
+            }
             let id = &a.due.message.message_id;
             match o.decision {
                 Decision::Delivered => {
+                    self.metrics.delivery("delivered");
                     report.delivered += 1;
                     tracing::debug!(seq = o.seq, message_id = %id, attempt = o.attempts, "delivered");
                 }
                 Decision::Retry { next_attempt_at } => {
+                    self.metrics.delivery("retry");
                     report.retried += 1;
                     tracing::warn!(
                         seq = o.seq,
@@ -296,6 +315,7 @@ impl Forwarder {
                     );
                 }
                 Decision::Dead => {
+                    self.metrics.delivery("dead");
                     report.dead += 1;
                     tracing::error!(
                         seq = o.seq,

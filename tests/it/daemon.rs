@@ -2,7 +2,9 @@
 
 use std::collections::HashSet;
 
-use ota_relay::fake::{Endpoint, FakeOta, FakeOtaOptions, HoldPoint, SampleMessage, guest_message};
+use ota_relay::fake::{
+    Endpoint, FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, HoldPoint, SampleMessage, guest_message,
+};
 
 use crate::support::*;
 
@@ -195,38 +197,90 @@ fn the_systemd_unit_is_sandboxed_to_an_exposure_of_at_most_2() {
 }
 
 #[tokio::test]
-async fn sighup_applies_a_valid_file_and_keeps_the_old_one_when_invalid() {
+async fn sighup_applies_a_valid_file_live_and_keeps_the_old_one_when_invalid() {
     let fake = FakeOta::start(FakeOtaOptions {
         auth: basic_fake_auth(),
         ..FakeOtaOptions::default()
     })
     .await
     .unwrap();
+    let pms_a = FakePms::start(FakePmsOptions::default()).await.unwrap();
+    let pms_b = FakePms::start(FakePmsOptions {
+        secret: "whsec_YSBzZWNvbmQgd2ViaG9vayBzZWNyZXQh".into(),
+        ..FakePmsOptions::default()
+    })
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &fake.base_url(), "[log]\nlevel = \"info\"\n");
+    let jobs_off = "[jobs]\nduplicate_filter = \"off\"\nretention = \"off\"\nmaintenance = \"off\"\n";
+    let config = write_config(
+        dir.path(),
+        &fake.base_url(),
+        &format!("[log]\nlevel = \"info\"\n{}{jobs_off}", forward_section(&pms_a, "")),
+    );
     let mut daemon = Daemon::run(&config);
     daemon.wait_for_log("draining the Booking.com queue").await;
+    fake.enqueue((0..5).map(|i| guest_message(8, i)));
+    within(
+        20,
+        "delivered to the first PMS",
+        pms_a.wait_for(|s| s.accepted_count() == 5),
+    )
+    .await;
 
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("level = \"info\"", "level = \"debug\"")).unwrap();
+    // Log level, forward URL and secret, and a job schedule, all applied without a restart.
+    let jobs_on = jobs_off.replace("duplicate_filter = \"off\"", "duplicate_filter = \"* * * * * *\"");
+    write_config(
+        dir.path(),
+        &fake.base_url(),
+        &format!("[log]\nlevel = \"debug\"\n{}{jobs_on}", forward_section(&pms_b, "")),
+    );
     daemon.signal(libc::SIGHUP);
     daemon.wait_for_log("log level changed").await;
+    daemon.wait_for_log("configuration reloaded and applied").await;
+    fake.enqueue((5..10).map(|i| guest_message(8, i)));
+    within(
+        20,
+        "delivered to the new PMS",
+        pms_b.wait_for(|s| s.accepted_count() == 5),
+    )
+    .await;
+    assert_eq!(pms_b.read(|s| s.bad_signatures), 0, "signed with the new secret");
+    assert_eq!(pms_a.read(|s| s.accepted_count()), 5, "the old URL gets nothing more");
+    daemon.wait_for_log("receipts_compacted=").await;
     // Debug lines now appear (the idle poll logs "queue empty" at debug).
     daemon.wait_for_log("queue empty").await;
-    // A changed secret is masked in the effective settings, yet still seen as a change.
+
+    // The store path needs a restart: reported, not applied; nothing else changed, so the workers stay.
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace(PASSWORD, "another-password")).unwrap();
+    std::fs::write(&config, text.replace("relay.db", "elsewhere.db")).unwrap();
     daemon.signal(libc::SIGHUP);
-    daemon.wait_for_log("restart ota-relay to apply").await;
+    let line = daemon.wait_for_log("need a restart").await;
+    assert!(line.contains("store.path"), "{line}");
+    std::fs::write(&config, &text).unwrap();
 
     std::fs::write(&config, "[booking]\nbase_url = 42\n").unwrap();
     daemon.signal(libc::SIGHUP);
     let line = daemon.wait_for_log("configuration reload failed").await;
     assert!(line.contains("booking.base_url"), "the reason is named: {line}");
-    // Still draining with the old configuration.
-    fake.enqueue((0..5).map(|i| ota_relay::fake::guest_message(8, i)));
-    within(20, "drained after a failed reload", fake.wait_for(|s| s.drained())).await;
+    // Still draining and forwarding with the running configuration, into the first store.
+    fake.enqueue((10..15).map(|i| guest_message(8, i)));
+    within(
+        20,
+        "forwarded after a failed reload",
+        pms_b.wait_for(|s| s.accepted_count() == 10),
+    )
+    .await;
+    assert!(!dir.path().join("elsewhere.db").exists());
+    assert_eq!(count(&dir.path().join("relay.db"), "SELECT count(*) FROM messages"), 15);
+
+    // A changed Booking.com password is used at once (masked in the rendering, yet seen as a change).
+    std::fs::write(&config, text.replace(PASSWORD, "another-password")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_logs("configuration reloaded and applied", 2).await;
+    daemon.wait_for_log("credentials").await;
     daemon.signal(libc::SIGTERM);
     let (status, stderr) = daemon.exit().await;
     assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("another-password"), "secrets never logged");
 }

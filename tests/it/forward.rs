@@ -416,15 +416,6 @@ async fn retry_delays_grow_from_the_stored_attempt_count_with_jitter_and_cap() {
 
 // ---- through the real binary -------------------------------------------------------------------------
 
-fn forward_section(pms: &FakePms, extra: &str) -> String {
-    format!(
-        "[forward]\nurl = \"{}\"\nsecret = \"{}\"\nrequest_timeout = \"2s\"\n{extra}\n[forward.retry]\n\
-         initial_interval = \"20ms\"\nmax_interval = \"100ms\"\n",
-        pms.url(),
-        pms.secret()
-    )
-}
-
 #[tokio::test]
 async fn dead_letters_can_be_listed_and_replayed_while_the_daemon_runs() {
     let ota = FakeOta::start(FakeOtaOptions {

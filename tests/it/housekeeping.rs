@@ -257,6 +257,7 @@ fn a_job_still_fires_after_the_runtime_stalled() {
             chrono_tz::UTC,
             KEEP,
             cancel.clone(),
+            Default::default(),
         ));
         let runs = || -> i64 {
             db(&path)

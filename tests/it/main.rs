@@ -8,6 +8,7 @@ mod drain;
 mod forward;
 mod hostile;
 mod housekeeping;
+mod metrics;
 mod model;
 mod storage;
 mod support;

@@ -100,6 +100,16 @@ backoff_max = "200ms"
     path
 }
 
+/// A `[forward]` section pointing at `pms` with its secret and quick retries; `extra` adds keys.
+pub fn forward_section(pms: &ota_relay::fake::FakePms, extra: &str) -> String {
+    format!(
+        "[forward]\nurl = \"{}\"\nsecret = \"{}\"\nrequest_timeout = \"2s\"\n{extra}\n[forward.retry]\n\
+         initial_interval = \"20ms\"\nmax_interval = \"100ms\"\n",
+        pms.url(),
+        pms.secret()
+    )
+}
+
 /// The real binary, its stderr collected line by line as it arrives.
 pub struct Daemon {
     child: tokio::process::Child,
@@ -168,10 +178,15 @@ impl Daemon {
 
     /// Waits for a stderr line containing `needle`; panics if stderr closes first.
     pub async fn wait_for_log(&mut self, needle: &str) -> String {
+        self.wait_for_logs(needle, 1).await
+    }
+
+    /// Waits for the `n`th stderr line containing `needle` and returns it.
+    pub async fn wait_for_logs(&mut self, needle: &str, n: usize) -> String {
         let lines = self.lines.clone();
         let found = within(30, needle, async {
             loop {
-                if let Some(line) = lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                if let Some(line) = lines.lock().unwrap().iter().filter(|l| l.contains(needle)).nth(n - 1) {
                     return Some(line.clone());
                 }
                 if self.changes.borrow().1 {

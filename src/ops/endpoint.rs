@@ -1,0 +1,85 @@
+//! `[http] listen`: `GET /healthz` and `GET /metrics`. Both read the store on a connection of their own (as
+//! `ota-relay status` does), so a scrape never queues behind the drain loop's commits or a housekeeping job.
+
+use std::path::PathBuf;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::{self, Metrics};
+use super::status::{self, Thresholds};
+use crate::store::{self, StoreError, now_ms};
+
+#[derive(Clone)]
+struct Shared {
+    store_path: PathBuf,
+    metrics: Metrics,
+}
+
+/// Serves until `cancel` fires. The listener is bound by the caller, so a taken port fails start-up.
+pub async fn serve(listener: TcpListener, store_path: PathBuf, metrics: Metrics, cancel: CancellationToken) {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(scrape))
+        .with_state(Shared { store_path, metrics });
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "the health and metrics listener failed");
+    }
+}
+
+/// 200 when `ota-relay status` would say healthy; 503 with its problems otherwise (same default thresholds).
+async fn healthz(State(shared): State<Shared>) -> Response {
+    let path = shared.store_path.clone();
+    let read = tokio::task::spawn_blocking(move || status::read(&path, Thresholds::default())).await;
+    match read {
+        Ok(Ok(s)) if s.problems.is_empty() => {
+            (StatusCode::OK, axum::Json(json!({ "status": "healthy" }))).into_response()
+        }
+        Ok(Ok(s)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "degraded", "problems": s.problems })),
+        )
+            .into_response(),
+        Ok(Err(e)) => unreadable(&e.to_string()),
+        Err(e) => unreadable(&e.to_string()),
+    }
+}
+
+fn unreadable(error: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({ "status": "unreadable", "problems": [format!("the store cannot be read: {error}")] })),
+    )
+        .into_response()
+}
+
+async fn scrape(State(shared): State<Shared>) -> Response {
+    let path = shared.store_path.clone();
+    let read = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let conn = store::open_for_tools(&path)?;
+        Ok(crate::forward::outbox::summary(&conn)?)
+    })
+    .await;
+    match read {
+        Ok(Ok(outbox)) => (
+            [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+            shared.metrics.encode(&outbox, now_ms()),
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store cannot be read: {e}\n"),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}

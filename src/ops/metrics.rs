@@ -1,0 +1,218 @@
+//! The daemon's Prometheus instruments. Counters count what happened since this process started (Prometheus
+//! handles restarts); the outbox gauges are read from the store at scrape time, so they are right even for
+//! changes made by operator commands from another process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::forward::outbox::OutboxSummary;
+use crate::store::BatchSummary;
+
+/// The media type of [`Metrics::encode`]'s answer (OpenMetrics, which Prometheus scrapes natively).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    peer: &'static str,
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    job: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabel {
+    job: &'static str,
+}
+
+#[derive(Clone)]
+struct LatencyBuckets;
+
+impl MetricConstructor<Histogram> for LatencyBuckets {
+    fn new_metric(&self) -> Histogram {
+        // 5 ms … ~41 s: a local PMS answers in milliseconds, a request timeout is tens of seconds.
+        Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            0.005, 2.0, 14,
+        ))
+    }
+}
+
+struct Instruments {
+    registry: Registry,
+    polls: Family<OutcomeLabel, Counter>,
+    batches: Counter,
+    stored: Counter,
+    redeliveries: Counter,
+    quarantined: Counter,
+    confirms: Family<OutcomeLabel, Counter>,
+    confirmed_messages: Counter,
+    deliveries: Family<OutcomeLabel, Counter>,
+    pending: Gauge,
+    oldest_pending_age: Gauge,
+    dead_letters: Gauge,
+    requests: Family<RequestLabels, Histogram, LatencyBuckets>,
+    job_runs: Family<JobLabels, Counter>,
+    job_last_success: Family<JobLabel, Gauge>,
+}
+
+/// Cheap to clone; every clone feeds the same registry.
+#[derive(Clone)]
+pub struct Metrics(Arc<Instruments>);
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut i = Instruments {
+            registry: Registry::with_prefix("ota_relay"),
+            polls: Family::default(),
+            batches: Counter::default(),
+            stored: Counter::default(),
+            redeliveries: Counter::default(),
+            quarantined: Counter::default(),
+            confirms: Family::default(),
+            confirmed_messages: Counter::default(),
+            deliveries: Family::default(),
+            pending: Gauge::default(),
+            oldest_pending_age: Gauge::default(),
+            dead_letters: Gauge::default(),
+            requests: Family::new_with_constructor(LatencyBuckets),
+            job_runs: Family::default(),
+            job_last_success: Family::default(),
+        };
+        let r = &mut i.registry;
+        r.register(
+            "polls",
+            "GET /messaging/messages/latest answers, by outcome (messages, empty, error)",
+            i.polls.clone(),
+        );
+        r.register(
+            "batches",
+            "Answers with messages committed to the store",
+            i.batches.clone(),
+        );
+        r.register("messages_stored", "New messages stored", i.stored.clone());
+        r.register(
+            "redeliveries",
+            "Copies of already stored messages recognised and not stored again",
+            i.redeliveries.clone(),
+        );
+        r.register(
+            "quarantined",
+            "Elements that could not be understood, kept in quarantine",
+            i.quarantined.clone(),
+        );
+        r.register("confirms", "PUT confirms, by outcome (ok, unknown)", i.confirms.clone());
+        r.register(
+            "messages_confirmed",
+            "Messages removed upstream by successful confirms",
+            i.confirmed_messages.clone(),
+        );
+        r.register(
+            "deliveries",
+            "Webhook delivery attempts, by outcome (delivered, retry, dead)",
+            i.deliveries.clone(),
+        );
+        r.register(
+            "deliveries_pending",
+            "Deliveries waiting in the outbox",
+            i.pending.clone(),
+        );
+        r.register(
+            "oldest_pending_age_seconds",
+            "Age of the oldest pending delivery's message (0 when none is pending)",
+            i.oldest_pending_age.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Deliveries that gave up and wait for an operator",
+            i.dead_letters.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Outbound HTTP request latency, by peer and operation",
+            i.requests.clone(),
+        );
+        r.register(
+            "job_runs",
+            "Housekeeping job runs, by job and outcome (ok, failed)",
+            i.job_runs.clone(),
+        );
+        r.register(
+            "job_last_success_timestamp_seconds",
+            "Unix time of each job's last successful run in this process",
+            i.job_last_success.clone(),
+        );
+        Metrics(Arc::new(i))
+    }
+
+    pub fn poll(&self, outcome: &'static str) {
+        self.0.polls.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn batch(&self, summary: &BatchSummary) {
+        self.0.batches.inc();
+        self.0.stored.inc_by(summary.new as u64);
+        self.0.redeliveries.inc_by(summary.redelivered as u64);
+        self.0.quarantined.inc_by(summary.quarantined as u64);
+    }
+
+    pub fn confirm(&self, confirmed: Option<usize>) {
+        let outcome = if confirmed.is_some() { "ok" } else { "unknown" };
+        self.0.confirms.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.0.confirmed_messages.inc_by(confirmed.unwrap_or(0) as u64);
+    }
+
+    pub fn delivery(&self, outcome: &'static str) {
+        self.0.deliveries.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn request(&self, peer: &'static str, operation: &'static str, took: Duration) {
+        self.0
+            .requests
+            .get_or_create(&RequestLabels { peer, operation })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn job_run(&self, job: &'static str, ok: bool, finished_at_ms: i64) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.0.job_runs.get_or_create(&JobLabels { job, outcome }).inc();
+        if ok {
+            self.0
+                .job_last_success
+                .get_or_create(&JobLabel { job })
+                .set(finished_at_ms / 1000);
+        }
+    }
+
+    /// The exposition, with the outbox gauges set from `outbox` (read from the store at `now_ms`).
+    pub fn encode(&self, outbox: &OutboxSummary, now_ms: i64) -> String {
+        let i = &self.0;
+        i.pending.set(outbox.pending);
+        i.dead_letters.set(outbox.dead);
+        i.oldest_pending_age
+            .set(outbox.oldest_pending_at.map_or(0, |at| (now_ms - at).max(0) / 1000));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &i.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,161 @@
+//! `[http] listen`: /healthz and /metrics of the real binary, compared with what the fakes saw.
+
+use openmetrics_parser::{MetricsExposition, OpenMetricsType, OpenMetricsValue};
+use ota_relay::fake::{
+    Endpoint, FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, Fault, PmsReply, guest_message, poison_message,
+};
+
+use crate::support::*;
+
+type Exposition = MetricsExposition<OpenMetricsType, OpenMetricsValue>;
+
+/// The value of `family`'s sample whose labels include `labels` (a histogram gives its count).
+fn value(exposition: &Exposition, family: &str, labels: &[(&str, &str)]) -> f64 {
+    let family_data = exposition
+        .families
+        .get(family)
+        .unwrap_or_else(|| panic!("no metric family {family}"));
+    let sample = family_data
+        .iter_samples()
+        .find(|s| {
+            let set = s.get_labelset().expect("a sample bound to its family");
+            labels.iter().all(|(k, v)| set.get_label_value(k) == Some(*v))
+        })
+        .unwrap_or_else(|| panic!("no sample of {family} with {labels:?}"));
+    match &sample.value {
+        OpenMetricsValue::Counter(c) => c.value.as_f64(),
+        OpenMetricsValue::Gauge(g) => g.as_f64(),
+        OpenMetricsValue::Histogram(h) => h.count.expect("a histogram count") as f64,
+        other => panic!("unexpected value {other:?}"),
+    }
+}
+
+async fn get(url: &str) -> (u16, String, String) {
+    let response = reqwest::get(url).await.expect("the listener answers");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, content_type, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn metrics_parse_as_openmetrics_and_match_what_happened_healthz_follows_status() {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
+    ota.inject(Endpoint::Latest, Fault::Status(500));
+    ota.enqueue((0..30).map(|i| guest_message(31, i)));
+    ota.enqueue_raw((0..2).map(poison_message));
+    pms.reply_next(PmsReply::Status(500));
+    pms.reply_next(PmsReply::Status(503));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let extra = format!(
+        "{}[jobs]\nduplicate_filter = \"* * * * * *\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        forward_section(&pms, "")
+    );
+    let config = write_config(dir.path(), &ota.base_url(), &extra);
+    let mut daemon = Daemon::run(&config);
+    let line = daemon.wait_for_log("serving /healthz and /metrics").await;
+    let addr = line
+        .split("listen=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the bound address is logged")
+        .to_owned();
+    let base = format!("http://{addr}");
+
+    within(30, "all delivered", pms.wait_for(|s| s.accepted_count() == 30)).await;
+    within(30, "drained", ota.wait_for(|s| s.drained())).await;
+    let (status, _, body) = get(&format!("{base}/healthz")).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"healthy"}"#));
+
+    // A redelivery of a confirmed message, and a message the PMS refuses for good (a dead letter).
+    let refused = guest_message(31, 30);
+    pms.always(&format!("booking.com:{}", refused.message_id), 410);
+    ota.enqueue([guest_message(31, 0), refused]);
+    daemon.wait_for_log("dead letter").await;
+    // Logged after the confirm's answer was counted: the error poll, then one batch per phase.
+    daemon.wait_for_logs("batch drained", 2).await;
+    daemon.wait_for_log("receipts_compacted=").await;
+
+    let (status, _, body) = get(&format!("{base}/healthz")).await;
+    assert_eq!(status, 503, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "degraded");
+    assert!(
+        health["problems"][0].as_str().unwrap().contains("dead letter"),
+        "{body}"
+    );
+
+    let (status, content_type, text) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let m = openmetrics_parser::openmetrics::parse_openmetrics(&text)
+        .unwrap_or_else(|e| panic!("not valid OpenMetrics text ({e:?}):\n{text}"));
+    let (gets, puts, confirmed) = ota.read(|s| (s.gets, s.puts, s.confirmed));
+    let pms_requests = pms.read(|s| s.requests);
+
+    assert_eq!(value(&m, "ota_relay_messages_stored", &[]), 31.0);
+    assert_eq!(count(&path, "SELECT count(*) FROM messages"), 31);
+    assert_eq!(value(&m, "ota_relay_redeliveries", &[]), 1.0);
+    assert_eq!(value(&m, "ota_relay_quarantined", &[]), 2.0);
+    assert_eq!(value(&m, "ota_relay_batches", &[]), puts as f64);
+    assert_eq!(value(&m, "ota_relay_polls", &[("outcome", "messages")]), puts as f64);
+    assert_eq!(value(&m, "ota_relay_polls", &[("outcome", "error")]), 1.0);
+    assert!(value(&m, "ota_relay_polls", &[("outcome", "empty")]) >= 1.0);
+    assert!(value(&m, "ota_relay_request_duration_seconds", &[("operation", "latest")]) <= gets as f64);
+    assert_eq!(value(&m, "ota_relay_confirms", &[("outcome", "ok")]), puts as f64);
+    assert_eq!(value(&m, "ota_relay_messages_confirmed", &[]), confirmed as f64);
+    assert_eq!(confirmed, 34);
+    assert_eq!(value(&m, "ota_relay_deliveries", &[("outcome", "delivered")]), 30.0);
+    assert_eq!(value(&m, "ota_relay_deliveries", &[("outcome", "retry")]), 2.0);
+    assert_eq!(value(&m, "ota_relay_deliveries", &[("outcome", "dead")]), 1.0);
+    assert_eq!(
+        value(&m, "ota_relay_request_duration_seconds", &[("peer", "pms")]),
+        pms_requests as f64
+    );
+    assert_eq!(pms_requests, 33);
+    assert_eq!(value(&m, "ota_relay_deliveries_pending", &[]), 0.0);
+    assert_eq!(value(&m, "ota_relay_oldest_pending_age_seconds", &[]), 0.0);
+    assert_eq!(value(&m, "ota_relay_dead_letters", &[]), 1.0);
+    assert!(
+        value(
+            &m,
+            "ota_relay_job_runs",
+            &[("job", "duplicate_filter"), ("outcome", "ok")]
+        ) >= 1.0
+    );
+
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_listen_address_in_use_is_a_clear_startup_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        &format!("[http]\nlisten = \"{addr}\"\n"),
+    );
+    let (status, stderr) = Daemon::run(&config).exit().await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!("http.listen: cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
