@@ -55,6 +55,7 @@ pub async fn run_once(
     retention: RetentionSettings,
 ) -> Result<serde_json::Value, StoreError> {
     let started = now_ms();
+    tracing::debug!(job = kind.name(), "job started");
     store
         .call(move |conn| {
             conn.execute(

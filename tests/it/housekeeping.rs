@@ -511,3 +511,73 @@ async fn quarantine_and_erase_tools() {
     let nothing = cli(&config, &["erase", "--message-id", "no-such-id"]);
     assert!(String::from_utf8_lossy(&nothing.stdout).contains("nothing stored"));
 }
+
+#[tokio::test]
+async fn a_running_job_is_never_overlapped_and_shutdown_waits_for_it() {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let config = write_config(
+        dir.path(),
+        &ota.base_url(),
+        "[log]\nlevel = \"debug\"\n[jobs]\nduplicate_filter = \"off\"\nretention = \"off\"\nmaintenance = \"* * * * * *\"\n",
+    );
+    let mut daemon = Daemon::run(&config);
+    daemon.wait_for_log("draining the Booking.com queue").await;
+    // A reader on an old snapshot: the maintenance job's TRUNCATE checkpoint waits for it (SQLite's busy
+    // handler), which holds a run in progress for as long as the test likes. The idle drain loop keeps adding
+    // WAL frames after the snapshot.
+    let reader = db(&path);
+    reader.execute_batch("BEGIN; SELECT count(*) FROM messages;").unwrap();
+    let first_stuck = daemon
+        .wait_until("a maintenance run started and not finished", |lines| {
+            let last_started = lines.iter().rposition(|l| l.contains("job started"))?;
+            let finished_after = lines[last_started..].iter().any(|l| l.contains("job finished"));
+            (!finished_after).then_some(last_started)
+        })
+        .await;
+    // Not synchronisation: two more ticks of the every-second schedule pass while the run is held.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_for_log("shutting down").await;
+    reader.execute_batch("ROLLBACK").unwrap();
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+
+    let lines: Vec<&str> = stderr.lines().collect();
+    let started: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("job started"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        started.last(),
+        Some(&first_stuck),
+        "no run started while one was held:\n{stderr}"
+    );
+    let shutting_down = lines.iter().position(|l| l.contains("shutting down")).unwrap();
+    let finished = lines
+        .iter()
+        .rposition(|l| l.contains("job finished"))
+        .expect("the held run finished");
+    let stopped = lines.iter().position(|l| l.contains("ota-relay stopped")).unwrap();
+    assert!(
+        first_stuck < shutting_down && shutting_down < finished && finished < stopped,
+        "shutdown waited for the run:\n{stderr}"
+    );
+    let (ok, finished_at): (Option<bool>, Option<i64>) = db(&path)
+        .query_row(
+            "SELECT ok, finished_at FROM job_runs WHERE job = 'maintenance'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(ok, Some(true));
+    assert!(finished_at.is_some());
+}

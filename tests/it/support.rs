@@ -183,11 +183,19 @@ impl Daemon {
 
     /// Waits for the `n`th stderr line containing `needle` and returns it.
     pub async fn wait_for_logs(&mut self, needle: &str, n: usize) -> String {
+        self.wait_until(needle, |lines| {
+            lines.iter().filter(|l| l.contains(needle)).nth(n - 1).cloned()
+        })
+        .await
+    }
+
+    /// Waits until `check` finds something in the stderr lines so far; panics if stderr closes first.
+    pub async fn wait_until<T>(&mut self, what: &str, check: impl Fn(&[String]) -> Option<T>) -> T {
         let lines = self.lines.clone();
-        let found = within(30, needle, async {
+        let found = within(30, what, async {
             loop {
-                if let Some(line) = lines.lock().unwrap().iter().filter(|l| l.contains(needle)).nth(n - 1) {
-                    return Some(line.clone());
+                if let Some(found) = check(&lines.lock().unwrap()) {
+                    return Some(found);
                 }
                 if self.changes.borrow().1 {
                     return None;
@@ -198,7 +206,7 @@ impl Daemon {
             }
         })
         .await;
-        found.unwrap_or_else(|| panic!("stderr closed without {needle:?}; stderr:\n{}", self.stderr()))
+        found.unwrap_or_else(|| panic!("stderr closed without {what:?}; stderr:\n{}", self.stderr()))
     }
 
     pub fn signal(&self, signal: i32) {
