@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, ConfigError, DEFAULT_CONFIG_PATH};
@@ -85,6 +86,28 @@ enum Command {
     /// A guest's erasure request: remove the content of their messages, keeping tombstones so that a redelivery
     /// is not stored again.
     Erase(EraseArgs),
+    /// Recovery after an outage: find messages with Booking.com's message search and store (and forward) the
+    /// ones the store lacks. Safe to repeat; works while the daemon runs.
+    Backfill(BackfillArgs),
+}
+
+#[derive(Args)]
+struct BackfillArgs {
+    /// Start of the range, inclusive: RFC 3339 (2026-11-01T00:00:00Z) or a date (its 00:00:00.000 UTC).
+    #[arg(long, value_parser = crate::backfill::parse_time, value_name = "TIME")]
+    after: i64,
+    /// End of the range, inclusive; ranges over 90 days are searched 90 days at a time.
+    #[arg(long, value_parser = crate::backfill::parse_time, value_name = "TIME")]
+    before: i64,
+    /// Only this property's messages.
+    #[arg(long, value_name = "ID")]
+    property_id: Option<String>,
+    /// Passed to the search as `order_by` unchanged (not sent when absent).
+    #[arg(long, value_name = "VALUE")]
+    order_by: Option<String>,
+    /// How long to wait for one search job to become ready.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    max_wait: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -237,6 +260,7 @@ pub fn main() -> ExitCode {
             };
             crate::ops::tools::erase(store, which).map(|(_, text)| text)
         }),
+        Command::Backfill(args) => backfill(&cli.config, args),
         Command::Demo { messages, seed, keep } => {
             crate::telemetry::init(&config::LogSettings {
                 format: config::LogFormat::Pretty,
@@ -272,6 +296,37 @@ fn tool(config_path: &std::path::Path, f: impl FnOnce(&std::path::Path) -> Resul
             ExitCode::from(if data { EX_DATAERR } else { 1 })
         }
     }
+}
+
+fn backfill(config_path: &std::path::Path, args: BackfillArgs) -> ExitCode {
+    if args.after > args.before {
+        eprintln!("ota-relay: --after must not be later than --before");
+        return ExitCode::from(2);
+    }
+    let settings = match config::load(config_path) {
+        Ok(settings) => settings,
+        Err(e) => return config_failed(&e),
+    };
+    crate::telemetry::init(&settings.log);
+    let request = crate::backfill::Request {
+        after_ms: args.after,
+        before_ms: args.before,
+        property_id: args.property_id,
+        order_by: args.order_by,
+        max_wait: args.max_wait,
+    };
+    let run = async {
+        let store = crate::store::Store::open(&settings.store.path, crate::store::Access::Shared)?;
+        let client = crate::booking::BookingClient::new(&settings.booking, store.clone())
+            .context("cannot build the Booking.com HTTP client")?;
+        let report = crate::backfill::run(&client, &store, &request, |line| println!("{line}")).await?;
+        println!("{report}");
+        if report.new > 0 {
+            println!("{}", crate::ops::wake::wake_daemon(&settings.store.path));
+        }
+        anyhow::Ok(())
+    };
+    finish(runtime().and_then(|rt| rt.block_on(run)))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -156,6 +156,7 @@ impl Drainer {
                 fetched_at: now_ms(),
                 ruid: answer.ruid,
                 elements: answer.elements,
+                origin: crate::store::BatchOrigin::Queue,
             })
             .await?;
         self.metrics.batch(&committed.summary);

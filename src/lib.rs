@@ -5,6 +5,7 @@
 //! peers that the demo and the tests share.
 
 pub mod app;
+pub mod backfill;
 pub mod booking;
 pub mod cli;
 pub mod config;

@@ -6,6 +6,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{StatusCode, Url};
 
 use super::auth::{Auth, AuthError, Rejection};
+use super::search_wire::{self, SearchJob, SearchResult};
 use super::wire::{self, LatestAnswer, WireError};
 use crate::config::{BookingAuth, BookingSettings};
 use crate::http::{self, BodyError, MAX_ANSWER_BYTES};
@@ -13,6 +14,8 @@ use crate::store::{ConfirmCount, Store};
 
 pub const OP_FETCH: &str = "GET /messaging/messages/latest";
 pub const OP_CONFIRM: &str = "PUT /messaging/messages";
+pub const OP_SEARCH: &str = "GET /messaging/messages/search";
+pub const OP_SEARCH_RESULT: &str = "GET /messaging/messages/search/result";
 /// The Messaging API version these wire types follow.
 const ACCEPT_VERSION: &str = "1.2";
 
@@ -104,7 +107,17 @@ pub struct BookingClient {
     http: reqwest::Client,
     latest_url: Url,
     confirm_url: Url,
+    search_url: Url,
     auth: Auth,
+}
+
+/// What `GET /messaging/messages/search` looks for. Times are ISO 8601 UTC with milliseconds, both inclusive.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    pub after: String,
+    pub before: String,
+    pub property_id: Option<String>,
+    pub order_by: Option<String>,
 }
 
 impl BookingClient {
@@ -123,19 +136,58 @@ impl BookingClient {
         Ok(BookingClient {
             latest_url: endpoint("/messaging/messages/latest"),
             confirm_url: endpoint("/messaging/messages"),
+            search_url: endpoint("/messaging/messages/search"),
             http,
             auth,
         })
     }
 
-    /// `GET /messaging/messages/latest`: up to 100 messages from the head of the queue. Idempotent, so a 401
-    /// on a token that worked before is retried once with a fresh token.
+    /// `GET /messaging/messages/latest`: up to 100 messages from the head of the queue.
     pub async fn fetch_latest(&self) -> Result<LatestAnswer, FetchError> {
+        let (status, body) = self.get(OP_FETCH, self.latest_url.clone()).await?;
+        wire::parse_latest(&body).map_err(|e| wire_error(OP_FETCH, status, e))
+    }
+
+    /// `GET /messaging/messages/search`: starts a search job (the results come from [`Self::search_result`]).
+    pub async fn search(&self, query: &SearchQuery) -> Result<SearchJob, FetchError> {
+        let mut url = self.search_url.clone();
+        {
+            let mut pairs = url.query_pairs_mut();
+            pairs
+                .append_pair("after", &query.after)
+                .append_pair("before", &query.before);
+            if let Some(p) = &query.property_id {
+                pairs.append_pair("property_id", p);
+            }
+            if let Some(o) = &query.order_by {
+                pairs.append_pair("order_by", o);
+            }
+        }
+        let (status, body) = self.get(OP_SEARCH, url).await?;
+        search_wire::parse_search_job(&body).map_err(|e| wire_error(OP_SEARCH, status, e))
+    }
+
+    /// `GET /messaging/messages/search/result/{job_id}[?page_id=…]`. An expired job (48 hours) is HTTP 410.
+    pub async fn search_result(&self, job_id: &str, page_id: Option<&str>) -> Result<SearchResult, FetchError> {
+        let mut url = self.search_url.clone();
+        url.path_segments_mut()
+            .expect("an http(s) URL has path segments")
+            .push("result")
+            .push(job_id);
+        if let Some(page) = page_id {
+            url.query_pairs_mut().append_pair("page_id", page);
+        }
+        let (status, body) = self.get(OP_SEARCH_RESULT, url).await?;
+        search_wire::parse_search_result(&body).map_err(|e| wire_error(OP_SEARCH_RESULT, status, e))
+    }
+
+    /// An idempotent GET: a 401 on a token that worked before is retried once with a fresh token.
+    async fn get(&self, op: &'static str, url: Url) -> Result<(StatusCode, Vec<u8>), FetchError> {
         let mut renewed = false;
         loop {
             let credential = self.auth.credential().await?;
-            let request = self.http.get(self.latest_url.clone());
-            let response = self.send(OP_FETCH, request, &credential.header).await?;
+            let request = self.http.get(url.clone());
+            let response = self.send(op, request, &credential.header).await?;
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED
                 && !renewed
@@ -145,9 +197,9 @@ impl BookingClient {
                 tracing::info!("Booking.com rejected a token it accepted before; renewing it");
                 continue;
             }
-            let body = self.checked_body(OP_FETCH, response).await?;
+            let body = self.checked_body(op, response).await?;
             credential.accepted();
-            return wire::parse_latest(&body).map_err(|e| wire_error(OP_FETCH, status, e));
+            return Ok((status, body));
         }
     }
 

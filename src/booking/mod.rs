@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod search_wire;
 pub mod wire;
 
 pub use client::{BookingClient, FetchError};

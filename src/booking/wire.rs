@@ -107,7 +107,11 @@ pub(crate) fn ruid_of(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<Only>(body).ok()?.meta?.ruid
 }
 
-fn check_failure(errors: Option<&serde_json::Value>, ok: Option<bool>, ruid: &Option<String>) -> Result<(), WireError> {
+pub(crate) fn check_failure(
+    errors: Option<&serde_json::Value>,
+    ok: Option<bool>,
+    ruid: &Option<String>,
+) -> Result<(), WireError> {
     let errors = match errors {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::Array(a)) if a.is_empty() => None,
@@ -192,7 +196,7 @@ struct WireConversation {
     property_id: Option<Id>,
 }
 
-fn parse_element(raw: &RawValue) -> Element {
+pub(crate) fn parse_element(raw: &RawValue) -> Element {
     match serde_json::from_str::<WireMessage>(raw.get()) {
         Ok(m) if m.message_id.0.trim().is_empty() => Element::Poison(Poison {
             raw: raw.get().to_owned(),

@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::samples::SampleMessage;
 
+mod search;
+use search::Archived;
+
 #[derive(Debug, Clone)]
 pub enum FakeAuth {
     Any,
@@ -45,6 +48,10 @@ pub struct FakeOtaOptions {
     pub token_expires_in: Option<u64>,
     /// A token is refused (401) after this many requests: a lifetime shorter than told.
     pub token_max_uses: Option<u32>,
+    /// Messages per page of a search result.
+    pub search_page_size: usize,
+    /// Result requests answered "pending" before a search job is ready.
+    pub search_pending_polls: u32,
 }
 
 impl Default for FakeOtaOptions {
@@ -58,6 +65,8 @@ impl Default for FakeOtaOptions {
             stall: Duration::from_secs(3),
             token_expires_in: None,
             token_max_uses: None,
+            search_page_size: 100,
+            search_pending_polls: 0,
         }
     }
 }
@@ -67,6 +76,8 @@ pub enum Endpoint {
     Latest,
     Confirm,
     Token,
+    /// The message search and its results.
+    Search,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +164,11 @@ pub struct OtaState {
     revoked: bool,
     scripted: VecDeque<(Endpoint, Fault)>,
     holds: Vec<Hold>,
+    archive: Vec<Archived>,
+    search_jobs: HashMap<String, search::SearchJob>,
+    /// Every search created, as "after=… before=… property_id=… order_by=…".
+    pub searches: Vec<String>,
+    pub search_result_requests: u64,
 }
 
 impl OtaState {
@@ -245,7 +261,7 @@ impl Shared {
         let pool = match endpoint {
             Endpoint::Latest => RANDOM_LATEST_FAULTS,
             Endpoint::Confirm => RANDOM_CONFIRM_FAULTS,
-            Endpoint::Token => return None,
+            Endpoint::Token | Endpoint::Search => return None,
         };
         let mut rng = self.rng.lock().expect("fake rng");
         (self.options.fault_rate > 0.0 && rng.f64() < self.options.fault_rate)
@@ -281,6 +297,8 @@ impl FakeOta {
             .route("/messaging/messages/latest", get(latest))
             .route("/messaging/messages", put(confirm))
             .route("/token", post(token))
+            .route("/messaging/messages/search", get(search::create))
+            .route("/messaging/messages/search/result/{job_id}", get(search::result))
             .with_state(shared.clone());
         let stop = CancellationToken::new();
         let stopped = stop.clone();
@@ -304,17 +322,35 @@ impl FakeOta {
         self.addr
     }
 
+    /// Queues messages; the search finds them too.
     pub fn enqueue(&self, messages: impl IntoIterator<Item = SampleMessage>) {
         self.shared.mutate(|s| {
             for m in messages {
+                let json: Arc<str> = m.json.into();
                 s.enqueued += 1;
+                s.archive.push(Archived::from_json(m.message_id.clone(), json.clone()));
                 s.queue.push_back(Queued {
                     id: m.message_id,
-                    json: m.json.into(),
+                    json,
                     redelivered: false,
                 });
             }
         });
+    }
+
+    /// Messages the search finds but the queue never serves: lost in an outage, or confirmed by someone else.
+    pub fn archive(&self, messages: impl IntoIterator<Item = SampleMessage>) {
+        self.shared.mutate(|s| {
+            for m in messages {
+                s.archive.push(Archived::from_json(m.message_id, m.json.into()));
+            }
+        });
+    }
+
+    /// Every search job created so far answers 410 Gone from now on (as after 48 hours).
+    pub fn expire_search_jobs(&self) {
+        self.shared
+            .mutate(|s| s.search_jobs.values_mut().for_each(|j| j.expired = true));
     }
 
     /// Enqueues elements that are not valid messages (they carry no usable id).

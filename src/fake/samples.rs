@@ -110,6 +110,7 @@ pub async fn commit_as_batch(
             fetched_at,
             ruid: None,
             elements: answer.elements,
+            origin: crate::store::BatchOrigin::Queue,
         })
         .await
 }

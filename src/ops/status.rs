@@ -91,7 +91,7 @@ pub fn read(store_path: &Path, thresholds: Thresholds) -> Result<Status, StoreEr
         daemon_pid: store::consumer_pid(store_path),
         messages_stored: count("SELECT count(*) FROM messages")?,
         tombstones: count("SELECT count(*) FROM messages WHERE tombstoned_at IS NOT NULL")?,
-        redeliveries_filtered: count("SELECT coalesce(sum(redelivered), 0) FROM batches")?,
+        redeliveries_filtered: count("SELECT coalesce(sum(redelivered), 0) FROM batches WHERE origin = 'queue'")?,
         quarantined: count("SELECT count(*) FROM quarantine")?,
         deliveries: Deliveries {
             pending: outbox.pending,

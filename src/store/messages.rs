@@ -12,6 +12,24 @@ pub struct IncomingBatch {
     pub fetched_at: i64,
     pub ruid: Option<String>,
     pub elements: Vec<Element>,
+    pub origin: BatchOrigin,
+}
+
+/// Where a batch came from: the queue (a poll, to be confirmed) or a search (`backfill`: nothing to confirm, and
+/// not a sign that the queue is reachable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOrigin {
+    Queue,
+    Search,
+}
+
+impl BatchOrigin {
+    fn name(self) -> &'static str {
+        match self {
+            BatchOrigin::Queue => "queue",
+            BatchOrigin::Search => "search",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -81,9 +99,9 @@ impl Store {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
-                "INSERT INTO batches (provider, fetched_at, fetched, new, redelivered, quarantined, ruid)
-                 VALUES (?1, ?2, ?3, 0, 0, 0, ?4)",
-                params![batch.provider, batch.fetched_at, batch.elements.len() as i64, batch.ruid],
+                "INSERT INTO batches (provider, fetched_at, fetched, new, redelivered, quarantined, ruid, origin)
+                 VALUES (?1, ?2, ?3, 0, 0, 0, ?4, ?5)",
+                params![batch.provider, batch.fetched_at, batch.elements.len() as i64, batch.ruid, batch.origin.name()],
             )?;
             let batch_id = tx.last_insert_rowid();
             let mut summary = BatchSummary {
@@ -158,7 +176,9 @@ impl Store {
                 "UPDATE batches SET new = ?2, redelivered = ?3, quarantined = ?4 WHERE id = ?1",
                 params![batch_id, summary.new as i64, summary.redelivered as i64, summary.quarantined as i64],
             )?;
-            upsert_success(&tx, batch.provider, batch.fetched_at, true)?;
+            if batch.origin == BatchOrigin::Queue {
+                upsert_success(&tx, batch.provider, batch.fetched_at, true)?;
+            }
             tx.commit()?;
             Ok(Committed {
                 batch_id,

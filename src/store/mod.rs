@@ -18,7 +18,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-pub use messages::{BatchSummary, Committed, ConfirmCount, Element, IncomingBatch, NewMessage, Poison};
+pub use messages::{BatchOrigin, BatchSummary, Committed, ConfirmCount, Element, IncomingBatch, NewMessage, Poison};
 pub use schema::SCHEMA_VERSION;
 pub use tokens::Reservation;
 

@@ -117,7 +117,9 @@ const MIGRATIONS: &[&str] = &[
     // 4: each receipt says whether it is the copy that stored the message. Version 3 inferred that from
     // received_at = first_seen_at, which also matched a redelivery stored in the same millisecond. Rows written
     // before this version get the inference, restricted to the earliest such receipt of each message.
+    // Batches say whether they came from the queue or from a search (`backfill`).
     r#"
+    ALTER TABLE batches ADD COLUMN origin TEXT NOT NULL DEFAULT 'queue';
     ALTER TABLE receipts ADD COLUMN stored INTEGER NOT NULL DEFAULT 0;
     UPDATE receipts SET stored = 1 WHERE id IN (
         SELECT min(r.id) FROM receipts r JOIN messages m USING (provider, message_id)

@@ -565,7 +565,8 @@ async fn enabling_forward_on_a_store_with_history_delivers_the_backlog_oldest_fi
         .execute_batch(
             "DROP TABLE deliveries; DROP TABLE job_runs; ALTER TABLE messages DROP COLUMN redeliveries;
              ALTER TABLE messages DROP COLUMN content_sha256; ALTER TABLE messages DROP COLUMN tombstoned_at;
-             ALTER TABLE receipts DROP COLUMN stored; PRAGMA user_version = 1;",
+             ALTER TABLE receipts DROP COLUMN stored; ALTER TABLE batches DROP COLUMN origin;
+             PRAGMA user_version = 1;",
         )
         .unwrap();
 

@@ -1,6 +1,7 @@
 //! Integration tests: one binary (one link on 2 cores), real HTTP against the built-in fakes, real SQLite files.
 
 mod auth;
+mod backfill;
 mod cli;
 mod crash;
 mod daemon;

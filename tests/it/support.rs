@@ -110,6 +110,19 @@ pub fn forward_section(pms: &ota_relay::fake::FakePms, extra: &str) -> String {
     )
 }
 
+/// Runs an operator command of the real binary to completion without blocking the runtime (the fakes it talks to
+/// may be served by this test's runtime).
+pub async fn command(config: &Path, args: &[&str]) -> std::process::Output {
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend_from_slice(&["--config", config.to_str().unwrap()]);
+    let run = tokio::process::Command::new(BIN)
+        .args(&full)
+        .env_remove("OTA_RELAY_CONFIG")
+        .env_remove("RUST_LOG")
+        .output();
+    within(60, "the command to finish", run).await.unwrap()
+}
+
 /// The real binary, its stderr collected line by line as it arrives.
 pub struct Daemon {
     child: tokio::process::Child,
