@@ -4,7 +4,8 @@
 //! peers run in this process, on loopback. The ceilings are measured here too, in the same run and against the
 //! same fakes: a client that only GETs and PUTs without storing, and a load generator that only POSTs signed
 //! webhooks. Not a timed test: it prints numbers and asserts nothing.
-//! `BENCH_SCALE=0.1` runs every scenario at a tenth of its size (a quick look).
+//! `BENCH_SCALE=0.1` runs every scenario at a tenth of its size (a quick look); `BENCH_ONLY=drain,e2e` runs only
+//! the named groups (`drain`, `deliveries`, `e2e`, `large`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -369,6 +370,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+fn wanted(group: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|g| g.trim() == group))
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -376,109 +381,114 @@ fn main() {
         .unwrap();
     let mut rows = Vec::new();
     runtime.block_on(async {
-        let n = scale(100_000);
-        let ceiling = drain_ceiling(n).await;
-        let drain = drain_run(n).await;
-        let rate = drain.messages as f64 / drain.seconds;
-        push(
-            &mut rows,
-            Row::new(
-                format!("drain {n} messages (synchronous=FULL)"),
-                format!("{rate:.0} msg/s"),
-                ">= 20,000 msg/s and >= 0.5 x ceiling",
-            )
-            .against(format!("{ceiling:.0} msg/s"), rate / ceiling),
-        );
-        push(
-            &mut rows,
-            Row::new(
-                "CPU time per 1,000 messages, drain only",
-                format!("{:.1} ms", drain.cpu_seconds * 1000.0 / (n as f64 / 1000.0)),
-                "-",
-            ),
-        );
+        if wanted("drain") {
+            let n = scale(100_000);
+            let ceiling = drain_ceiling(n).await;
+            let drain = drain_run(n).await;
+            let rate = drain.messages as f64 / drain.seconds;
+            push(
+                &mut rows,
+                Row::new(
+                    format!("drain {n} messages (synchronous=FULL)"),
+                    format!("{rate:.0} msg/s"),
+                    ">= 20,000 msg/s and >= 0.5 x ceiling",
+                )
+                .against(format!("{ceiling:.0} msg/s"), rate / ceiling),
+            );
+            push(
+                &mut rows,
+                Row::new(
+                    "CPU time per 1,000 messages, drain only",
+                    format!("{:.1} ms", drain.cpu_seconds * 1000.0 / (n as f64 / 1000.0)),
+                    "-",
+                ),
+            );
+        }
+        if wanted("deliveries") {
+            let concurrency = 32;
+            let n = scale(50_000);
+            let ceiling = delivery_ceiling(n, concurrency).await;
+            let run = forward_run(n, n, concurrency).await;
+            let rate = run.delivered as f64 / run.seconds;
+            push(
+                &mut rows,
+                Row::new(
+                    format!("deliveries to a local receiver, concurrency {concurrency}"),
+                    format!("{rate:.0} /s"),
+                    ">= 5,000 /s",
+                )
+                .against(format!("{ceiling:.0} /s"), rate / ceiling),
+            );
+        }
+        if wanted("e2e") {
+            let e2e = end_to_end_run(scale(150_000) / 1000, scale(100_000)).await;
+            push(
+                &mut rows,
+                Row::new(
+                    format!("end-to-end latency p50, 1 s poll ({} messages)", e2e.latencies_ms.len()),
+                    format!("{:.0} ms", percentile(&e2e.latencies_ms, 0.50)),
+                    "-",
+                ),
+            );
+            push(
+                &mut rows,
+                Row::new(
+                    "end-to-end latency p99, 1 s poll",
+                    format!("{:.0} ms", percentile(&e2e.latencies_ms, 0.99)),
+                    "< 1,100 ms",
+                ),
+            );
+            push(
+                &mut rows,
+                Row::new(
+                    format!("CPU time per 1,000 messages end to end ({})", scale(100_000)),
+                    format!("{:.1} ms", e2e.cpu_seconds * 1000.0 / (scale(100_000) as f64 / 1000.0)),
+                    "< 50 ms",
+                ),
+            );
+        }
+        if wanted("large") {
+            let fresh = tempfile::tempdir().unwrap();
+            let startup_fresh = startup_run(fresh.path()).await;
+            let n = scale(1_000_000);
+            let large = drain_run(n).await;
+            push(
+                &mut rows,
+                Row::new(
+                    format!("peak RSS draining a {n}-message backlog"),
+                    format!("{:.1} MB", large.peak_rss_kb as f64 / 1024.0),
+                    "< 40 MB",
+                ),
+            );
+            let startup_large = startup_run(large.dir.path()).await;
+            push(
+                &mut rows,
+                Row::new(
+                    "start-up to first poll answered, new store",
+                    format!("{:.0} ms", startup_fresh * 1000.0),
+                    "-",
+                ),
+            );
+            push(
+                &mut rows,
+                Row::new(
+                    format!("start-up to first poll answered, store of {n}"),
+                    format!("{:.0} ms", startup_large * 1000.0),
+                    "-",
+                ),
+            );
 
-        let concurrency = 32;
-        let n = scale(50_000);
-        let ceiling = delivery_ceiling(n, concurrency).await;
-        let run = forward_run(n, n, concurrency).await;
-        let rate = run.delivered as f64 / run.seconds;
-        push(
-            &mut rows,
-            Row::new(
-                format!("deliveries to a local receiver, concurrency {concurrency}"),
-                format!("{rate:.0} /s"),
-                ">= 5,000 /s",
-            )
-            .against(format!("{ceiling:.0} /s"), rate / ceiling),
-        );
-
-        let e2e = end_to_end_run(scale(150_000) / 1000, scale(100_000)).await;
-        push(
-            &mut rows,
-            Row::new(
-                format!("end-to-end latency p50, 1 s poll ({} messages)", e2e.latencies_ms.len()),
-                format!("{:.0} ms", percentile(&e2e.latencies_ms, 0.50)),
-                "-",
-            ),
-        );
-        push(
-            &mut rows,
-            Row::new(
-                "end-to-end latency p99, 1 s poll",
-                format!("{:.0} ms", percentile(&e2e.latencies_ms, 0.99)),
-                "< 1,100 ms",
-            ),
-        );
-        push(
-            &mut rows,
-            Row::new(
-                format!("CPU time per 1,000 messages end to end ({})", scale(100_000)),
-                format!("{:.1} ms", e2e.cpu_seconds * 1000.0 / (scale(100_000) as f64 / 1000.0)),
-                "< 50 ms",
-            ),
-        );
-
-        let fresh = tempfile::tempdir().unwrap();
-        let startup_fresh = startup_run(fresh.path()).await;
-        let n = scale(1_000_000);
-        let large = drain_run(n).await;
-        push(
-            &mut rows,
-            Row::new(
-                format!("peak RSS draining a {n}-message backlog"),
-                format!("{:.1} MB", large.peak_rss_kb as f64 / 1024.0),
-                "< 40 MB",
-            ),
-        );
-        let startup_large = startup_run(large.dir.path()).await;
-        push(
-            &mut rows,
-            Row::new(
-                "start-up to first poll answered, new store",
-                format!("{:.0} ms", startup_fresh * 1000.0),
-                "-",
-            ),
-        );
-        push(
-            &mut rows,
-            Row::new(
-                format!("start-up to first poll answered, store of {n}"),
-                format!("{:.0} ms", startup_large * 1000.0),
-                "-",
-            ),
-        );
-
-        let pending = scale(1_000_000);
-        let run = forward_run(pending, pending / 5, 32).await;
-        push(
-            &mut rows,
-            Row::new(
-                format!("peak RSS with {pending} pending deliveries"),
-                format!("{:.1} MB", run.peak_rss_kb as f64 / 1024.0),
-                "< 40 MB",
-            ),
-        );
+            let pending = scale(1_000_000);
+            let run = forward_run(pending, pending / 5, 32).await;
+            push(
+                &mut rows,
+                Row::new(
+                    format!("peak RSS with {pending} pending deliveries"),
+                    format!("{:.1} MB", run.peak_rss_kb as f64 / 1024.0),
+                    "< 40 MB",
+                ),
+            );
+        }
     });
     print_table(&rows);
 }

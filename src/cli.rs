@@ -330,7 +330,7 @@ fn backfill(config_path: &std::path::Path, args: BackfillArgs) -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 fn config_failed(error: &ConfigError) -> ExitCode {

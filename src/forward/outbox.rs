@@ -100,40 +100,47 @@ impl Outbox {
     }
 
     /// Commits the outcomes that have arrived, in one transaction.
+    ///
+    /// Without an fsync of its own (`synchronous = NORMAL`): a process crash loses nothing (the WAL is in the OS's
+    /// cache), and the next message batch's FULL commit syncs these frames too. Only a power cut in between can
+    /// lose an outcome, and then the delivery is sent again (at least once, deduplicated by `webhook-id`), never
+    /// lost. The message commits that allow a confirm upstream stay FULL (see `commit_batch`).
     pub async fn record(&self, outcomes: Vec<Outcome>) -> Result<(), StoreError> {
         self.store
-            .call(move |conn| {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                {
-                    let mut update = tx.prepare_cached(
-                        "UPDATE deliveries SET state = ?2, attempts = ?3, first_attempt_at = ?4,
-                             next_attempt_at = ?5, last_attempt_at = ?6, last_status = ?7, last_error = ?8,
-                             done_at = ?9
-                         WHERE seq = ?1 AND state = 'pending'",
-                    )?;
-                    for o in &outcomes {
-                        let (state, next, done) = match o.decision {
-                            Decision::Delivered => ("delivered", o.attempted_at, Some(o.attempted_at)),
-                            Decision::Dead => ("dead", o.attempted_at, Some(o.attempted_at)),
-                            Decision::Retry { next_attempt_at } => ("pending", next_attempt_at, None),
-                        };
-                        update.execute(params![
-                            o.seq,
-                            state,
-                            o.attempts,
-                            o.first_attempt_at,
-                            next,
-                            o.attempted_at,
-                            o.status,
-                            o.error,
-                            done
-                        ])?;
-                    }
-                }
-                tx.commit()?;
-                Ok(())
-            })
+            .call(move |conn| crate::store::without_fsync(conn, |conn| Self::record_in(conn, &outcomes)))
             .await
+    }
+
+    fn record_in(conn: &mut Connection, outcomes: &[Outcome]) -> Result<(), StoreError> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE deliveries SET state = ?2, attempts = ?3, first_attempt_at = ?4,
+                     next_attempt_at = ?5, last_attempt_at = ?6, last_status = ?7, last_error = ?8,
+                     done_at = ?9
+                 WHERE seq = ?1 AND state = 'pending'",
+            )?;
+            for o in outcomes {
+                let (state, next, done) = match o.decision {
+                    Decision::Delivered => ("delivered", o.attempted_at, Some(o.attempted_at)),
+                    Decision::Dead => ("dead", o.attempted_at, Some(o.attempted_at)),
+                    Decision::Retry { next_attempt_at } => ("pending", next_attempt_at, None),
+                };
+                update.execute(params![
+                    o.seq,
+                    state,
+                    o.attempts,
+                    o.first_attempt_at,
+                    next,
+                    o.attempted_at,
+                    o.status,
+                    o.error,
+                    done
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     pub async fn summary(&self) -> Result<OutboxSummary, StoreError> {

@@ -280,6 +280,18 @@ pub fn consumer_pid(path: &Path) -> Option<u32> {
     }
 }
 
+/// Runs `f` with `synchronous = NORMAL` (a WAL commit without an fsync), then restores FULL. Only for writes
+/// whose loss in a power cut is harmless (they are redone); anything that allows a confirm upstream commits FULL.
+pub(crate) fn without_fsync<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let result = f(conn);
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    result
+}
+
 /// Opens a connection with the durability settings every writer must use.
 pub(crate) fn connect(path: &Path) -> Result<Connection, StoreError> {
     let classify = |e: rusqlite::Error| classify_open_error(path, e);
