@@ -107,7 +107,7 @@ impl Outbox {
     /// lost. The message commits that allow a confirm upstream stay FULL (see `commit_batch`).
     pub async fn record(&self, outcomes: Vec<Outcome>) -> Result<(), StoreError> {
         self.store
-            .call(move |conn| crate::store::without_fsync(conn, |conn| Self::record_in(conn, &outcomes)))
+            .call_without_fsync(move |conn| Self::record_in(conn, &outcomes))
             .await
     }
 

@@ -167,15 +167,34 @@ impl Store {
         &self.inner.path
     }
 
-    /// Runs `f` on the store thread and returns its result.
+    /// Runs `f` on the store thread with `synchronous = FULL` (a commit is on disk when it returns), and returns
+    /// its result.
     pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.call_with(Durability::Full, f).await
+    }
+
+    /// Runs `f` with `synchronous = NORMAL`: its commits reach the OS but not the disk. Only for writes whose
+    /// loss in a power cut is harmless (they are redone); anything that allows a confirm upstream uses `call`.
+    pub(crate) async fn call_without_fsync<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.call_with(Durability::Normal, f).await
+    }
+
+    async fn call_with<T, F>(&self, sync: Durability, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let _ = tx.send(f(conn));
+            let _ = tx.send(sync.ensure(conn).and_then(|()| f(conn)));
         });
         self.inner.jobs.send(job).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -280,16 +299,32 @@ pub fn consumer_pid(path: &Path) -> Option<u32> {
     }
 }
 
-/// Runs `f` with `synchronous = NORMAL` (a WAL commit without an fsync), then restores FULL. Only for writes
-/// whose loss in a power cut is harmless (they are redone); anything that allows a confirm upstream commits FULL.
-pub(crate) fn without_fsync<T>(
-    conn: &mut Connection,
-    f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    let result = f(conn);
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    result
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durability {
+    Full,
+    Normal,
+}
+
+thread_local! {
+    // The store thread's connection's `synchronous` setting, so it changes only when a job needs the other one:
+    // a PRAGMA is compiled anew each time, which cost a noticeable share of every outcome commit.
+    static STORE_SYNC: std::cell::Cell<Option<Durability>> = const { std::cell::Cell::new(None) };
+}
+
+impl Durability {
+    fn ensure(self, conn: &Connection) -> Result<(), StoreError> {
+        if STORE_SYNC.get() == Some(self) {
+            return Ok(());
+        }
+        STORE_SYNC.set(None);
+        let level = match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", level)?;
+        STORE_SYNC.set(Some(self));
+        Ok(())
+    }
 }
 
 /// Opens a connection with the durability settings every writer must use.
