@@ -316,8 +316,13 @@ async fn delivery_ceiling(n: u64, concurrency: usize) -> f64 {
 
 struct EndToEnd {
     latencies_ms: Vec<f64>,
-    cpu_seconds: f64,
+    /// Daemon CPU seconds per burst, sorted.
+    cpu_seconds: Vec<f64>,
 }
+
+/// Bursts whose CPU time is measured; the table shows their median, because CPU time on a shared virtual
+/// machine varies by several percent from one burst to the next.
+const BURSTS: u64 = 3;
 
 /// Messages enqueued upstream one by one at random gaps, with a 1 s poll: latency from enqueue to the PMS's
 /// acceptance. Then a burst of `burst` messages drained and delivered, for CPU time per message end to end.
@@ -350,19 +355,25 @@ async fn end_to_end_run(trickle: u64, burst: u64) -> EndToEnd {
             .collect()
     });
     latencies_ms.sort_by(f64::total_cmp);
-    let (_, cpu_before) = process_figures(pid);
-    // Indices after the trickle's: some sample ids are numeric and do not depend on the seed.
-    ota.enqueue((trickle..trickle + burst).map(|i| guest_message(4, i)));
-    let target = (trickle + burst) as usize;
-    tokio::time::timeout(Duration::from_secs(900), pms.wait_for(|s| s.accepted_count() >= target))
-        .await
-        .expect("burst delivered");
-    let (_, cpu_after) = process_figures(pid);
+    let mut cpu_seconds = Vec::new();
+    for round in 0..BURSTS {
+        let (_, cpu_before) = process_figures(pid);
+        // Indices after the trickle's: some sample ids are numeric and do not depend on the seed.
+        let first = trickle + round * burst;
+        ota.enqueue((first..first + burst).map(|i| guest_message(4, i)));
+        let target = (first + burst) as usize;
+        tokio::time::timeout(Duration::from_secs(900), pms.wait_for(|s| s.accepted_count() >= target))
+            .await
+            .expect("burst delivered");
+        let (_, cpu_after) = process_figures(pid);
+        cpu_seconds.push(cpu_after - cpu_before);
+    }
+    cpu_seconds.sort_by(f64::total_cmp);
     stop(child, pid).await;
     assert_eq!(pms.read(|s| s.duplicates()), 0);
     EndToEnd {
         latencies_ms,
-        cpu_seconds: cpu_after - cpu_before,
+        cpu_seconds,
     }
 }
 
@@ -440,11 +451,18 @@ fn main() {
                     "< 1,100 ms",
                 ),
             );
+            let per_1000 = |seconds: f64| seconds * 1000.0 / (scale(100_000) as f64 / 1000.0);
+            let (low, high) = (e2e.cpu_seconds[0], e2e.cpu_seconds[e2e.cpu_seconds.len() - 1]);
             push(
                 &mut rows,
                 Row::new(
-                    format!("CPU time per 1,000 messages end to end ({})", scale(100_000)),
-                    format!("{:.1} ms", e2e.cpu_seconds * 1000.0 / (scale(100_000) as f64 / 1000.0)),
+                    format!("CPU per 1,000 msgs end to end, median of {BURSTS} x {}", scale(100_000)),
+                    format!(
+                        "{:.1} ms ({:.1}-{:.1})",
+                        per_1000(percentile(&e2e.cpu_seconds, 0.5)),
+                        per_1000(low),
+                        per_1000(high)
+                    ),
                     "< 50 ms",
                 ),
             );

@@ -181,10 +181,12 @@ pub fn summary(conn: &Connection) -> rusqlite::Result<OutboxSummary> {
             _ => {}
         }
     }
+    // The lowest pending seq: a scan of the pending rows' index (tens of ms per million), not of the history,
+    // which the rowid's min() optimisation would walk from the oldest delivered row.
     s.oldest_pending_at = conn
         .query_row(
-            "SELECT m.first_seen_at FROM deliveries d JOIN messages m ON m.seq = d.seq
-             WHERE d.state = 'pending' ORDER BY d.seq LIMIT 1",
+            "SELECT m.first_seen_at FROM messages m WHERE m.seq =
+                (SELECT min(seq) FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending')",
             [],
             |r| r.get(0),
         )

@@ -349,13 +349,20 @@ async fn the_daemon_runs_scheduled_jobs_and_status_shows_them() {
     let (exit, stderr) = daemon.exit().await;
     assert!(exit.success(), "{stderr}");
 
-    // Degraded: the oldest pending delivery is older than the threshold.
+    // Degraded: the oldest pending delivery is older than the threshold, even when it is the one due last (a
+    // retry far in the future).
     db(&dir.path().join("relay.db"))
-        .execute("UPDATE messages SET first_seen_at = first_seen_at - 7200000", [])
+        .execute_batch(
+            "UPDATE messages SET first_seen_at = first_seen_at - 7200000 WHERE seq = (SELECT min(seq) FROM messages);
+             UPDATE deliveries SET attempts = 3, next_attempt_at = next_attempt_at + 86400000
+                 WHERE seq = (SELECT min(seq) FROM deliveries);",
+        )
         .unwrap();
     let out = cli(&config, &["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(1), "{status}");
+    let age = status["deliveries"]["oldest_pending_age_s"].as_i64().unwrap();
+    assert!((7200..7300).contains(&age), "{status}");
     assert!(
         status["problems"][0]
             .as_str()
@@ -366,7 +373,7 @@ async fn the_daemon_runs_scheduled_jobs_and_status_shows_them() {
     // Degraded: polls failing for longer than the threshold.
     db(&dir.path().join("relay.db"))
         .execute_batch(
-            "UPDATE messages SET first_seen_at = first_seen_at + 7200000;
+            "UPDATE messages SET first_seen_at = first_seen_at + 7200000 WHERE seq = (SELECT min(seq) FROM messages);
              UPDATE source_state SET failing_since = last_poll_at - 3600000, last_error = 'HTTP 503'",
         )
         .unwrap();
