@@ -96,7 +96,7 @@ pub fn read(store_path: &Path, thresholds: Thresholds) -> Result<Status, StoreEr
         deliveries: Deliveries {
             pending: outbox.pending,
             oldest_pending_age_s,
-            delivered: outbox.delivered,
+            delivered: count("SELECT count(*) FROM deliveries WHERE state = 'delivered'")?,
             dead_letters: outbox.dead,
         },
         jobs: read_jobs(&conn)?,
