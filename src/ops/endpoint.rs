@@ -39,14 +39,14 @@ pub async fn serve(listener: TcpListener, store_path: PathBuf, metrics: Metrics,
 /// 200 when `ota-relay status` would say healthy; 503 with its problems otherwise (same default thresholds).
 async fn healthz(State(shared): State<Shared>) -> Response {
     let path = shared.store_path.clone();
-    let read = tokio::task::spawn_blocking(move || status::read(&path, Thresholds::default())).await;
+    let read = tokio::task::spawn_blocking(move || status::problems_now(&path, Thresholds::default())).await;
     match read {
-        Ok(Ok(s)) if s.problems.is_empty() => {
+        Ok(Ok(problems)) if problems.is_empty() => {
             (StatusCode::OK, axum::Json(json!({ "status": "healthy" }))).into_response()
         }
-        Ok(Ok(s)) => (
+        Ok(Ok(problems)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "degraded", "problems": s.problems })),
+            axum::Json(json!({ "status": "degraded", "problems": problems })),
         )
             .into_response(),
         Ok(Err(e)) => unreadable(&e.to_string()),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::forward::outbox;
+use crate::forward::outbox::{self, OutboxSummary};
 use crate::store::{self, StoreError, format_ms, now_ms};
 
 /// When a healthy store becomes "degraded".
@@ -102,10 +102,34 @@ pub fn read(store_path: &Path, thresholds: Thresholds) -> Result<Status, StoreEr
         jobs: read_jobs(&conn)?,
         source: source.as_ref().map(|(s, _)| s.clone()),
     };
+    status.problems = problems(now, thresholds, &outbox, &source);
+    if !status.problems.is_empty() {
+        status.health = "degraded";
+    }
+    Ok(status)
+}
+
+/// Only the verdict (what `/healthz` serves): reads the source and the outbox's pending and dead rows, none of
+/// the counts over the whole history that `read` reports.
+pub fn problems_now(store_path: &Path, thresholds: Thresholds) -> Result<Vec<String>, StoreError> {
+    let conn = store::open_for_tools(store_path)?;
+    let source = read_source(&conn)?;
+    let outbox = outbox::summary(&conn)?;
+    Ok(problems(now_ms(), thresholds, &outbox, &source))
+}
+
+fn problems(
+    now: i64,
+    thresholds: Thresholds,
+    outbox: &OutboxSummary,
+    source: &Option<(Source, Option<i64>)>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let oldest_pending_age_s = outbox.oldest_pending_at.map(|at| (now - at).max(0) / 1000);
     if let Some(age) = oldest_pending_age_s
         && age as u64 > thresholds.pending_age.as_secs()
     {
-        status.problems.push(format!(
+        problems.push(format!(
             "the oldest pending delivery is {} old (threshold {})",
             human(age),
             humantime::format_duration(thresholds.pending_age)
@@ -127,21 +151,16 @@ pub fn read(store_path: &Path, thresholds: Thresholds) -> Result<Status, StoreEr
             } else {
                 "polls have been failing"
             };
-            status
-                .problems
-                .push(format!("{what} for {}: {error}", human(failing_s)));
+            problems.push(format!("{what} for {}: {error}", human(failing_s)));
         }
     }
     if outbox.dead > 0 {
-        status.problems.push(format!(
+        problems.push(format!(
             "{} dead letter(s) wait for an operator (`ota-relay dead-letters list`)",
             outbox.dead
         ));
     }
-    if !status.problems.is_empty() {
-        status.health = "degraded";
-    }
-    Ok(status)
+    problems
 }
 
 /// The Booking.com source, and when its current run of failures began (ms).
