@@ -107,6 +107,7 @@ impl Drainer {
 
     /// Counts polls, batches, confirms and request latencies into `metrics` (the daemon's `/metrics`).
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.client.set_metrics(metrics.clone());
         self.metrics = metrics;
         self
     }

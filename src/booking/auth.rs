@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::config::Secret;
 use crate::http;
+use crate::ops::metrics::Metrics;
 use crate::store::{Reservation, Store, StoreError, now_ms};
 
 pub const TOKENS_PER_HOUR: usize = 30;
@@ -89,6 +90,7 @@ pub struct TokenAuth {
     http: reqwest::Client,
     store: Store,
     current: tokio::sync::Mutex<Option<Arc<IssuedToken>>>,
+    metrics: Metrics,
 }
 
 impl Auth {
@@ -106,7 +108,15 @@ impl Auth {
             http,
             store,
             current: tokio::sync::Mutex::new(None),
+            metrics: Metrics::default(),
         })
+    }
+
+    /// Token exchanges count into the request latency histogram (`operation="token"`).
+    pub fn set_metrics(&mut self, metrics: Metrics) {
+        if let Auth::Token(t) = self {
+            t.metrics = metrics;
+        }
     }
 
     pub async fn credential(&self) -> Result<Credential, AuthError> {
@@ -175,8 +185,9 @@ impl TokenAuth {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string())
             .send()
-            .await
-            .map_err(|e| AuthError::Exchange(http::chain(&e)))?;
+            .await;
+        self.metrics.request("booking", "token", started.elapsed());
+        let response = response.map_err(|e| AuthError::Exchange(http::chain(&e)))?;
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN || status == StatusCode::BAD_REQUEST {
             return Err(AuthError::Rejected {

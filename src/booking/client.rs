@@ -10,6 +10,7 @@ use super::search_wire::{self, SearchJob, SearchResult};
 use super::wire::{self, LatestAnswer, WireError};
 use crate::config::{BookingAuth, BookingSettings};
 use crate::http::{self, BodyError, MAX_ANSWER_BYTES};
+use crate::ops::metrics::Metrics;
 use crate::store::{ConfirmCount, Store};
 
 pub const OP_FETCH: &str = "GET /messaging/messages/latest";
@@ -140,6 +141,11 @@ impl BookingClient {
             http,
             auth,
         })
+    }
+
+    /// Token exchanges count into `metrics` with the other Booking.com requests.
+    pub fn set_metrics(&mut self, metrics: Metrics) {
+        self.auth.set_metrics(metrics);
     }
 
     /// `GET /messaging/messages/latest`: up to 100 messages from the head of the queue.

@@ -1,9 +1,16 @@
-//! `[http] listen`: /healthz and /metrics of the real binary, compared with what the fakes saw.
+//! `[http] listen`: /healthz and /metrics of the real binary, compared with what the fakes saw; and what the
+//! workers count into the metrics.
 
 use openmetrics_parser::{MetricsExposition, OpenMetricsType, OpenMetricsValue};
 use ota_relay::fake::{
     Endpoint, FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, Fault, PmsReply, guest_message, poison_message,
 };
+
+use ota_relay::drain::Drainer;
+use ota_relay::forward::OutboxSummary;
+use ota_relay::ops::metrics::Metrics;
+use ota_relay::store::{Access, Store, now_ms};
+use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
@@ -158,4 +165,37 @@ async fn a_listen_address_in_use_is_a_clear_startup_error() {
         stderr.contains(&format!("http.listen: cannot listen on {addr}")),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn token_exchanges_are_timed_with_the_other_booking_requests() {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: token_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    ota.enqueue((0..150).map(|i| guest_message(32, i)));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
+    let metrics = Metrics::default();
+    let mut drainer = Drainer::new(&token_settings(&ota), store, CancellationToken::new())
+        .unwrap()
+        .with_metrics(metrics.clone());
+    drainer.drain_once().await.unwrap();
+    drainer.drain_once().await.unwrap();
+
+    let text = metrics.encode(&OutboxSummary::default(), now_ms());
+    let m = openmetrics_parser::openmetrics::parse_openmetrics(&text).unwrap();
+    let (exchanges, gets) = ota.read(|s| (s.token_exchanges.len(), s.gets));
+    assert_eq!((exchanges, gets), (1, 2));
+    let timed = |operation| {
+        value(
+            &m,
+            "ota_relay_request_duration_seconds",
+            &[("peer", "booking"), ("operation", operation)],
+        )
+    };
+    assert_eq!(timed("token"), 1.0, "{text}");
+    assert_eq!(timed("latest"), 2.0, "{text}");
 }
