@@ -81,6 +81,8 @@ pub struct RetentionReport {
     pub tombstoned: u64,
     /// Tombstones past `retention.tombstones`, deleted.
     pub tombstones_deleted: u64,
+    /// Records of fetched answers (`batches`) past `retention.tombstones` that nothing refers to any more.
+    pub batches_deleted: u64,
 }
 
 /// `content_before`/`tombstones_before`: cut-off times in ms, or None for "forever".
@@ -125,6 +127,24 @@ pub fn retention(
             tx.commit()?;
             report.tombstones_deleted += seqs.len() as u64;
             if seqs.len() < CHUNK {
+                break;
+            }
+        }
+        // Otherwise one row per answer with messages, forever. Receipts (until the duplicate filter compacts
+        // them) and quarantined elements refer to theirs; batch ids and receipt ids both grow with time.
+        loop {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let deleted = tx.execute(
+                "DELETE FROM batches WHERE id IN (
+                     SELECT id FROM batches WHERE fetched_at < ?1
+                         AND id < (SELECT coalesce(min(batch_id), 9223372036854775807) FROM receipts)
+                         AND id NOT IN (SELECT first_batch FROM quarantine WHERE first_batch IS NOT NULL)
+                     LIMIT ?2)",
+                params![cutoff, CHUNK as i64],
+            )?;
+            tx.commit()?;
+            report.batches_deleted += deleted as u64;
+            if deleted < CHUNK {
                 break;
             }
         }

@@ -202,10 +202,27 @@ async fn retention_keeps_tombstones_that_still_block_redeliveries() {
     };
     let figures = jobs::run_once(&store, JobKind::Retention, forever).await.unwrap();
     assert_eq!(figures["tombstones_deleted"], 0);
+    // Old answers' records go too, once nothing refers to them: the first answer's quarantined element still
+    // does; the second's receipt did until the duplicate filter compacted it.
+    assert_eq!(count(&path, "SELECT count(*) FROM batches"), 2);
+    db(&path)
+        .execute("UPDATE batches SET fetched_at = ?1", [now - 401 * day])
+        .unwrap();
+    jobs::run_once(&store, JobKind::DuplicateFilter, retention)
+        .await
+        .unwrap();
     let figures = jobs::run_once(&store, JobKind::Retention, retention).await.unwrap();
     assert_eq!(figures["tombstones_deleted"], 2);
+    assert_eq!(figures["batches_deleted"], 1);
     assert_eq!(count(&path, "SELECT count(*) FROM messages"), 4);
     assert_eq!(count(&path, "SELECT count(*) FROM deliveries"), 4);
+    assert_eq!(
+        count(
+            &path,
+            "SELECT count(*) FROM batches b JOIN quarantine q ON q.first_batch = b.id"
+        ),
+        1
+    );
 }
 
 #[tokio::test]
