@@ -74,10 +74,7 @@ struct Sender<'a> {
 
 /// Serialises the payload for one attempt made at `attempt_ms`.
 pub fn render(m: &OutboxMessage, attempt_ms: i64) -> Result<Vec<u8>, serde_json::Error> {
-    let raw: Option<Box<RawValue>> = match &m.raw {
-        Some(raw) => Some(RawValue::from_string(raw.clone())?),
-        None => None,
-    };
+    let raw: Option<&RawValue> = m.raw.as_deref().map(serde_json::from_str).transpose()?;
     let payload = Payload {
         kind: "message.received",
         timestamp: crate::store::format_ms(attempt_ms),
@@ -100,7 +97,7 @@ pub fn render(m: &OutboxMessage, attempt_ms: i64) -> Result<Vec<u8>, serde_json:
             attachment_ids: serde_json::from_str(&m.attachment_ids).unwrap_or_default(),
             sent_at: m.sent_at.as_deref(),
             received_at: crate::store::format_ms(m.first_seen_at),
-            raw: raw.as_deref(),
+            raw,
         },
     };
     serde_json::to_vec(&payload)
