@@ -183,3 +183,23 @@ async fn a_damaged_store_is_refused_with_instructions_and_left_untouched() {
         "never recreated"
     );
 }
+
+#[tokio::test]
+async fn store_jobs_run_at_synchronous_full_again_after_an_outcome_commit() {
+    async fn level(store: &Store) -> i64 {
+        store
+            .call(|conn| Ok(conn.pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0))?))
+            .await
+            .unwrap()
+    }
+    const FULL: i64 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
+    assert_eq!(level(&store).await, FULL);
+    // Outcomes commit at NORMAL; whatever runs next (a batch that allows a confirm, a token reservation) is FULL.
+    ota_relay::forward::Outbox::new(store.clone())
+        .record(Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(level(&store).await, FULL);
+}
