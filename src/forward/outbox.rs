@@ -42,14 +42,21 @@ pub struct Outcome {
     pub decision: Decision,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
 /// What the metrics, the health check and the periodic log need: read from the partial indexes, so its cost
 /// follows the pending and dead rows, never the delivered history (which `status` counts on its own).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxSummary {
     pub pending: i64,
     pub dead: i64,
     /// First-seen time of the oldest pending message.
     pub oldest_pending_at: Option<i64>,
+}
+
+impl OutboxSummary {
+    /// Whole seconds the oldest pending message has waited at `now_ms`.
+    pub fn oldest_pending_age_s(&self, now_ms: i64) -> Option<i64> {
+        self.oldest_pending_at.map(|at| (now_ms - at).max(0) / 1000)
+    }
 }
 
 #[derive(Clone)]
@@ -171,14 +178,9 @@ fn outbox_message_at(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Result
 
 pub fn summary(conn: &Connection) -> rusqlite::Result<OutboxSummary> {
     let count = |sql: &str| conn.prepare_cached(sql)?.query_row([], |r| r.get::<_, i64>(0));
-    let mut s = OutboxSummary {
-        pending: count("SELECT count(*) FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending'")?,
-        dead: count("SELECT count(*) FROM deliveries INDEXED BY deliveries_dead WHERE state = 'dead'")?,
-        oldest_pending_at: None,
-    };
     // The lowest pending seq: a scan of the pending rows' index (tens of ms per million), not of the history,
     // which the rowid's min() optimisation would walk from the oldest delivered row.
-    s.oldest_pending_at = conn
+    let oldest_pending_at = conn
         .query_row(
             "SELECT m.first_seen_at FROM messages m WHERE m.seq =
                 (SELECT min(seq) FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending')",
@@ -186,7 +188,11 @@ pub fn summary(conn: &Connection) -> rusqlite::Result<OutboxSummary> {
             |r| r.get(0),
         )
         .optional()?;
-    Ok(s)
+    Ok(OutboxSummary {
+        pending: count("SELECT count(*) FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending'")?,
+        dead: count("SELECT count(*) FROM deliveries INDEXED BY deliveries_dead WHERE state = 'dead'")?,
+        oldest_pending_at,
+    })
 }
 
 // ---- dead letters (operator commands; their own short transactions beside the daemon) ---------------

@@ -436,7 +436,7 @@ impl Forwarder {
     async fn log_summary(&mut self) {
         match self.outbox.summary().await {
             Ok(s) => {
-                let oldest_pending_age_s = s.oldest_pending_at.map(|at| (now_ms() - at).max(0) / 1000);
+                let oldest_pending_age_s = s.oldest_pending_age_s(now_ms());
                 tracing::info!(
                     delivered = self.delivered_since_summary,
                     pending = s.pending,

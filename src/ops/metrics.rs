@@ -210,7 +210,7 @@ impl Metrics {
         i.pending.set(outbox.pending);
         i.dead_letters.set(outbox.dead);
         i.oldest_pending_age
-            .set(outbox.oldest_pending_at.map_or(0, |at| (now_ms - at).max(0) / 1000));
+            .set(outbox.oldest_pending_age_s(now_ms).unwrap_or(0));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &i.registry).expect("writing to a String cannot fail");
         out

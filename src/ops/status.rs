@@ -83,7 +83,6 @@ pub fn read(store_path: &Path, thresholds: Thresholds) -> Result<Status, StoreEr
     let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
     let source = read_source(&conn)?;
     let outbox = outbox::summary(&conn)?;
-    let oldest_pending_age_s = outbox.oldest_pending_at.map(|at| (now - at).max(0) / 1000);
     let mut status = Status {
         store: store_path.display().to_string(),
         health: "healthy",
@@ -95,7 +94,7 @@ pub fn read(store_path: &Path, thresholds: Thresholds) -> Result<Status, StoreEr
         quarantined: count("SELECT count(*) FROM quarantine")?,
         deliveries: Deliveries {
             pending: outbox.pending,
-            oldest_pending_age_s,
+            oldest_pending_age_s: outbox.oldest_pending_age_s(now),
             delivered: count("SELECT count(*) FROM deliveries WHERE state = 'delivered'")?,
             dead_letters: outbox.dead,
         },
@@ -125,8 +124,7 @@ fn problems(
     source: &Option<(Source, Option<i64>)>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
-    let oldest_pending_age_s = outbox.oldest_pending_at.map(|at| (now - at).max(0) / 1000);
-    if let Some(age) = oldest_pending_age_s
+    if let Some(age) = outbox.oldest_pending_age_s(now)
         && age as u64 > thresholds.pending_age.as_secs()
     {
         problems.push(format!(
