@@ -112,7 +112,7 @@ impl Outbox {
     /// Without an fsync of its own (`synchronous = NORMAL`): a process crash loses nothing (the WAL is in the OS's
     /// cache), and the next message batch's FULL commit syncs these frames too. Only a power cut in between can
     /// lose an outcome, and then the delivery is sent again (at least once, deduplicated by `webhook-id`), never
-    /// lost. The message commits that allow a confirm upstream stay FULL (see `commit_batch`).
+    /// lost. The message commits that allow a confirm upstream stay FULL (`Store::call`).
     pub async fn record(&self, outcomes: Vec<Outcome>) -> Result<(), StoreError> {
         self.store
             .call_without_fsync(move |conn| Self::record_in(conn, &outcomes))

@@ -97,9 +97,8 @@ impl Store {
     /// poison in `quarantine`. Returns only after COMMIT (WAL, synchronous=FULL) succeeded.
     pub async fn commit_batch(&self, batch: IncomingBatch) -> Result<Committed, StoreError> {
         self.call(move |conn| {
-            // Invariant 1 (nothing confirmed before it is durable) rests on this commit's fsync: set here, not
-            // assumed from the connection's last setting.
-            conn.pragma_update(None, "synchronous", "FULL")?;
+            // Invariant 1 (nothing confirmed before it is durable) rests on this commit's fsync: `Store::call`
+            // runs every job at synchronous=FULL, switching back after outcome commits (which run at NORMAL).
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "INSERT INTO batches (provider, fetched_at, fetched, new, redelivered, quarantined, ruid, origin)
