@@ -3,22 +3,11 @@
 use ota_relay::booking::FetchError;
 use ota_relay::booking::auth::AuthError;
 use ota_relay::drain::{DrainError, Drainer};
-use ota_relay::fake::{FakeOta, FakeOtaOptions, guest_message};
+use ota_relay::fake::FakeOtaOptions;
 use ota_relay::store::{Access, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
-
-async fn token_fake(options: FakeOtaOptions, messages: u64) -> FakeOta {
-    let fake = FakeOta::start(FakeOtaOptions {
-        auth: token_fake_auth(),
-        ..options
-    })
-    .await
-    .unwrap();
-    fake.enqueue((0..messages).map(|i| guest_message(5, i)));
-    fake
-}
 
 fn quota_error(result: &Result<ota_relay::drain::BatchReport, DrainError>) -> Option<(i64, usize)> {
     match result {

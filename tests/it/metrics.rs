@@ -169,13 +169,7 @@ async fn a_listen_address_in_use_is_a_clear_startup_error() {
 
 #[tokio::test]
 async fn token_exchanges_are_timed_with_the_other_booking_requests() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: token_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    ota.enqueue((0..150).map(|i| guest_message(32, i)));
+    let ota = token_fake(FakeOtaOptions::default(), 150).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
     let metrics = Metrics::default();

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ota_relay::config::{BookingAuth, BookingSettings, Secret};
-use ota_relay::fake::FakeOta;
+use ota_relay::fake::{FakeOta, FakeOtaOptions, guest_message};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 
@@ -60,6 +60,18 @@ pub fn token_fake_auth() -> ota_relay::fake::FakeAuth {
         client_id: "relay-client".into(),
         client_secret: CLIENT_SECRET.into(),
     }
+}
+
+/// A fake queue that wants token authentication, holding `messages` guest messages.
+pub async fn token_fake(options: FakeOtaOptions, messages: u64) -> FakeOta {
+    let fake = FakeOta::start(FakeOtaOptions {
+        auth: token_fake_auth(),
+        ..options
+    })
+    .await
+    .unwrap();
+    fake.enqueue((0..messages).map(|i| guest_message(5, i)));
+    fake
 }
 
 pub fn db(path: &Path) -> rusqlite::Connection {
