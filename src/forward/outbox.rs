@@ -77,14 +77,16 @@ impl Outbox {
     /// Memory is bounded by `limit` whatever the backlog.
     pub async fn claim_due(&self, now: i64, limit: usize, in_flight: Vec<i64>) -> Result<Claim, StoreError> {
         self.store
-            .call(move |conn| {
+            .read(move |conn| {
+                // No LIMIT: the index is walked in order and the loop stops early. A bound LIMIT re-prepared the
+                // statement whenever its value changed (SQLite plans with bound values), i.e. at most claims.
                 let mut stmt = conn.prepare_cached(&format!(
                     "SELECT d.next_attempt_at, d.attempts, d.first_attempt_at, {MESSAGE_COLUMNS}
-                     FROM deliveries d JOIN messages m ON m.seq = d.seq
+                     FROM deliveries d INDEXED BY deliveries_due JOIN messages m ON m.seq = d.seq
                      WHERE d.state = 'pending'
-                     ORDER BY d.next_attempt_at, d.seq LIMIT ?1"
+                     ORDER BY d.next_attempt_at, d.seq"
                 ))?;
-                let mut rows = stmt.query(params![(limit + in_flight.len() + 1) as i64])?;
+                let mut rows = stmt.query([])?;
                 let mut claim = Claim::default();
                 while let Some(row) = rows.next()? {
                     let seq: i64 = row.get(3)?;
@@ -152,7 +154,7 @@ impl Outbox {
     }
 
     pub async fn summary(&self) -> Result<OutboxSummary, StoreError> {
-        self.store.call(|conn| Ok(summary(conn)?)).await
+        self.store.read(|conn| Ok(summary(conn)?)).await
     }
 }
 

@@ -187,6 +187,22 @@ impl Store {
         self.call_with(Durability::Normal, f).await
     }
 
+    /// Runs `f`, which only reads, at whatever `synchronous` level the previous job left: switching costs a
+    /// PRAGMA compile, and the forwarder's claims sit between its outcome commits (NORMAL).
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.call_with(Durability::ReadOnly, |conn| {
+            let changes = conn.total_changes();
+            let read = f(conn);
+            debug_assert_eq!(conn.total_changes(), changes, "a Store::read job wrote");
+            read
+        })
+        .await
+    }
+
     async fn call_with<T, F>(&self, sync: Durability, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -303,6 +319,7 @@ pub fn consumer_pid(path: &Path) -> Option<u32> {
 enum Durability {
     Full,
     Normal,
+    ReadOnly,
 }
 
 thread_local! {
@@ -313,13 +330,13 @@ thread_local! {
 
 impl Durability {
     fn ensure(self, conn: &Connection) -> Result<(), StoreError> {
-        if STORE_SYNC.get() == Some(self) {
+        if self == Durability::ReadOnly || STORE_SYNC.get() == Some(self) {
             return Ok(());
         }
         STORE_SYNC.set(None);
         let level = match self {
             Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
+            Durability::Normal | Durability::ReadOnly => "NORMAL",
         };
         conn.pragma_update(None, "synchronous", level)?;
         STORE_SYNC.set(Some(self));
