@@ -130,6 +130,32 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX deliveries_pending;
     "#,
+    // 6: `state IN (three values)` made SQLite build a temporary b-tree for the CHECK at every insert and
+    // update of a delivery (more than two values are looked up in one): a tenth of an outcome commit. The same
+    // constraint as comparisons; SQLite cannot change a CHECK in place, so the table is rebuilt.
+    r#"
+    CREATE TABLE deliveries_v6 (
+        seq              INTEGER PRIMARY KEY REFERENCES messages(seq),
+        state            TEXT NOT NULL DEFAULT 'pending'
+                         CHECK (state = 'pending' OR state = 'delivered' OR state = 'dead'),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        first_attempt_at INTEGER,
+        next_attempt_at  INTEGER NOT NULL,
+        last_attempt_at  INTEGER,
+        last_status      INTEGER,
+        last_error       TEXT,
+        done_at          INTEGER
+    ) STRICT;
+    INSERT INTO deliveries_v6 (seq, state, attempts, first_attempt_at, next_attempt_at, last_attempt_at,
+                               last_status, last_error, done_at)
+        SELECT seq, state, attempts, first_attempt_at, next_attempt_at, last_attempt_at, last_status, last_error,
+               done_at
+        FROM deliveries ORDER BY seq;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_v6 RENAME TO deliveries;
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at, seq) WHERE state = 'pending';
+    CREATE INDEX deliveries_dead ON deliveries (done_at) WHERE state = 'dead';
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

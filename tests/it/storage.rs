@@ -203,3 +203,82 @@ async fn store_jobs_run_at_synchronous_full_again_after_an_outcome_commit() {
         .unwrap();
     assert_eq!(level(&store).await, FULL);
 }
+
+#[tokio::test]
+async fn migrating_schema_5_keeps_every_delivery_and_checks_states_without_a_temporary_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    {
+        let store = Store::open(&path, Access::Consumer).unwrap();
+        let messages: Vec<String> = (0..3).map(|i| guest_message(5, i).json).collect();
+        ota_relay::fake::commit_as_batch(&store, &messages, 1_000)
+            .await
+            .unwrap();
+    }
+    // Back to version 5's table, with one delivery in each state.
+    db(&path)
+        .execute_batch(
+            "DROP TABLE deliveries;
+             CREATE TABLE deliveries (
+                 seq INTEGER PRIMARY KEY REFERENCES messages(seq),
+                 state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
+                 attempts INTEGER NOT NULL DEFAULT 0, first_attempt_at INTEGER, next_attempt_at INTEGER NOT NULL,
+                 last_attempt_at INTEGER, last_status INTEGER, last_error TEXT, done_at INTEGER) STRICT;
+             CREATE INDEX deliveries_due ON deliveries (next_attempt_at, seq) WHERE state = 'pending';
+             CREATE INDEX deliveries_dead ON deliveries (done_at) WHERE state = 'dead';
+             INSERT INTO deliveries VALUES (1, 'delivered', 1, 10, 10, 10, 200, NULL, 10);
+             INSERT INTO deliveries VALUES (2, 'dead', 7, 20, 20, 90, 410, 'HTTP 410', 90);
+             INSERT INTO deliveries VALUES (3, 'pending', 2, 30, 99, 40, 503, 'HTTP 503', NULL);
+             PRAGMA user_version = 5;",
+        )
+        .unwrap();
+    let rows = |path: &Path| -> Vec<String> {
+        let conn = db(path);
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, state, attempts, first_attempt_at, next_attempt_at, last_attempt_at,
+                             last_status, last_error, done_at FROM deliveries ORDER BY seq",
+            )
+            .unwrap();
+        stmt.query_map([], |r| {
+            Ok((0..9)
+                .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                .collect::<Vec<_>>()
+                .join(","))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    let before = rows(&path);
+
+    let store = Store::open(&path, Access::Consumer).unwrap();
+    let outbox = ota_relay::forward::Outbox::new(store.clone());
+    let summary = outbox.summary().await.unwrap();
+    assert_eq!((summary.pending, summary.dead), (1, 1), "the partial indexes are back");
+    drop((outbox, store));
+    assert_eq!(rows(&path), before);
+    let conn = db(&path);
+    assert_eq!(
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .unwrap(),
+        6
+    );
+    let bad = conn.execute("UPDATE deliveries SET state = 'sent' WHERE seq = 3", []);
+    assert!(
+        bad.unwrap_err().to_string().contains("CHECK"),
+        "states are still checked"
+    );
+    let plan: Vec<String> = conn
+        .prepare("EXPLAIN UPDATE deliveries SET state = 'delivered' WHERE seq = ?1")
+        .unwrap()
+        .query_map([1], |r| r.get::<_, String>(1))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(plan.iter().any(|op| op == "Update" || op == "Insert"), "{plan:?}");
+    assert!(
+        !plan.iter().any(|op| op == "OpenEphemeral"),
+        "the state check builds a temporary b-tree: {plan:?}"
+    );
+}
