@@ -100,11 +100,11 @@ impl Store {
             // Invariant 1 (nothing confirmed before it is durable) rests on this commit's fsync: `Store::call`
             // runs every job at synchronous=FULL, switching back after outcome commits (which run at NORMAL).
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO batches (provider, fetched_at, fetched, new, redelivered, quarantined, ruid, origin)
                  VALUES (?1, ?2, ?3, 0, 0, 0, ?4, ?5)",
-                params![batch.provider, batch.fetched_at, batch.elements.len() as i64, batch.ruid, batch.origin.name()],
-            )?;
+            )?
+            .execute(params![batch.provider, batch.fetched_at, batch.elements.len() as i64, batch.ruid, batch.origin.name()])?;
             let batch_id = tx.last_insert_rowid();
             let mut summary = BatchSummary {
                 fetched: batch.elements.len(),
@@ -174,10 +174,8 @@ impl Store {
                     }
                 }
             }
-            tx.execute(
-                "UPDATE batches SET new = ?2, redelivered = ?3, quarantined = ?4 WHERE id = ?1",
-                params![batch_id, summary.new as i64, summary.redelivered as i64, summary.quarantined as i64],
-            )?;
+            tx.prepare_cached("UPDATE batches SET new = ?2, redelivered = ?3, quarantined = ?4 WHERE id = ?1")?
+                .execute(params![batch_id, summary.new as i64, summary.redelivered as i64, summary.quarantined as i64])?;
             if batch.origin == BatchOrigin::Queue {
                 upsert_success(&tx, batch.provider, batch.fetched_at, true)?;
             }
@@ -218,13 +216,13 @@ impl Store {
 }
 
 fn upsert_success(conn: &rusqlite::Connection, provider: &str, at: i64, batch: bool) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO source_state (provider, last_poll_at, last_success_at, last_batch_at)
          VALUES (?1, ?2, ?2, CASE WHEN ?3 THEN ?2 END)
          ON CONFLICT (provider) DO UPDATE SET last_poll_at = ?2, last_success_at = ?2, failing_since = NULL,
              last_batch_at = CASE WHEN ?3 THEN ?2 ELSE last_batch_at END",
-        params![provider, at, batch],
-    )?;
+    )?
+    .execute(params![provider, at, batch])?;
     Ok(())
 }
 

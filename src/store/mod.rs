@@ -376,6 +376,9 @@ pub(crate) fn connect(path: &Path) -> Result<Connection, StoreError> {
             detail: format!("cannot switch to WAL journal mode (got {mode})"),
         });
     }
+    // Room for every statement of the hot paths (batches, outcomes, claims) beside the periodic ones, so a
+    // status read or a housekeeping job does not evict them.
+    conn.set_prepared_statement_cache_capacity(64);
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
         .map_err(classify)?;
     Ok(conn)
