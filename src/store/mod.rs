@@ -330,14 +330,13 @@ thread_local! {
 
 impl Durability {
     fn ensure(self, conn: &Connection) -> Result<(), StoreError> {
-        if self == Durability::ReadOnly || STORE_SYNC.get() == Some(self) {
-            return Ok(());
-        }
-        STORE_SYNC.set(None);
         let level = match self {
+            Durability::ReadOnly => return Ok(()),
+            _ if STORE_SYNC.get() == Some(self) => return Ok(()),
             Durability::Full => "FULL",
-            Durability::Normal | Durability::ReadOnly => "NORMAL",
+            Durability::Normal => "NORMAL",
         };
+        STORE_SYNC.set(None);
         conn.pragma_update(None, "synchronous", level)?;
         STORE_SYNC.set(Some(self));
         Ok(())

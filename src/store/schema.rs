@@ -131,8 +131,9 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX deliveries_pending;
     "#,
     // 6: `state IN (three values)` made SQLite build a temporary b-tree for the CHECK at every insert and
-    // update of a delivery (more than two values are looked up in one): a tenth of an outcome commit. The same
-    // constraint as comparisons; SQLite cannot change a CHECK in place, so the table is rebuilt.
+    // update of a delivery (it looks up more than two values in one): about 9% of the CPU per message end to
+    // end. The same constraint as comparisons; SQLite cannot change a CHECK in place, so the table is rebuilt
+    // (about 1 s per million deliveries).
     r#"
     CREATE TABLE deliveries_v6 (
         seq              INTEGER PRIMARY KEY REFERENCES messages(seq),
