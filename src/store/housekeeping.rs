@@ -94,22 +94,27 @@ pub fn retention(
 ) -> rusqlite::Result<RetentionReport> {
     let mut report = RetentionReport::default();
     if let Some(cutoff) = content_before {
+        // Tombstones stay (oldest first), so each chunk resumes after the last seq seen: a fresh scan per chunk
+        // would walk every earlier tombstone again, for every chunk of the run.
+        let mut after = 0_i64;
         loop {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let seqs: Vec<i64> = tx
-                .prepare(
-                    "SELECT m.seq FROM messages m JOIN deliveries d USING (seq)
-                     WHERE d.state = 'delivered' AND d.done_at < ?1 AND m.tombstoned_at IS NULL LIMIT ?2",
+                .prepare_cached(
+                    "SELECT d.seq FROM deliveries d JOIN messages m USING (seq)
+                     WHERE d.seq > ?3 AND d.state = 'delivered' AND d.done_at < ?1 AND m.tombstoned_at IS NULL
+                     ORDER BY d.seq LIMIT ?2",
                 )?
-                .query_map(params![cutoff, CHUNK as i64], |r| r.get(0))?
+                .query_map(params![cutoff, CHUNK as i64, after], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             for seq in &seqs {
                 tombstone(&tx, *seq, now)?;
             }
             tx.commit()?;
             report.tombstoned += seqs.len() as u64;
-            if seqs.len() < CHUNK {
-                break;
+            match seqs.last() {
+                Some(last) if seqs.len() == CHUNK => after = *last,
+                _ => break,
             }
         }
     }

@@ -605,3 +605,51 @@ async fn a_running_job_is_never_overlapped_and_shutdown_waits_for_it() {
     assert_eq!(ok, Some(true));
     assert!(finished_at.is_some());
 }
+
+#[tokio::test]
+async fn retention_tombstones_every_old_delivered_message_across_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let store = open(dir.path());
+    // More than two chunks (2,000 rows each), with rows to keep spread among them.
+    commit(&store, 0..4_500, 0).await;
+    let day = 86_400_000;
+    let now = now_ms();
+    db(&path)
+        .execute(
+            "UPDATE deliveries SET state = CASE WHEN seq % 7 = 0 THEN 'pending' ELSE 'delivered' END,
+                                   done_at = CASE WHEN seq % 7 = 0 THEN NULL
+                                                  WHEN seq % 11 = 0 THEN ?1 ELSE ?2 END",
+            [now - 2 * day, now - 40 * day],
+        )
+        .unwrap();
+    let old_delivered = count(
+        &path,
+        &format!(
+            "SELECT count(*) FROM deliveries WHERE state = 'delivered' AND done_at < {}",
+            now - 30 * day
+        ),
+    );
+    assert!(old_delivered > 3_000, "{old_delivered}");
+    let retention = RetentionSettings {
+        content: Some(Duration::from_secs(30 * 86_400)),
+        tombstones: Some(Duration::from_secs(400 * 86_400)),
+    };
+    let figures = jobs::run_once(&store, JobKind::Retention, retention).await.unwrap();
+    assert_eq!(figures["tombstoned"], old_delivered);
+    assert_eq!(
+        count(&path, "SELECT count(*) FROM messages WHERE tombstoned_at IS NOT NULL"),
+        old_delivered
+    );
+    assert_eq!(
+        count(
+            &path,
+            "SELECT count(*) FROM messages m JOIN deliveries d USING (seq)
+             WHERE m.tombstoned_at IS NULL AND (d.state = 'pending' OR d.done_at >= (SELECT max(done_at) FROM deliveries))"
+        ),
+        4_500 - old_delivered,
+        "pending and recent messages keep their content"
+    );
+    let again = jobs::run_once(&store, JobKind::Retention, retention).await.unwrap();
+    assert_eq!(again["tombstoned"], 0);
+}
