@@ -66,23 +66,19 @@ pub async fn run_once(
             Ok(())
         })
         .await?;
-    let result = store
-        .call(move |conn| {
-            let now = now_ms();
-            let cutoff = |d: Option<Duration>| d.map(|d| now - d.as_millis() as i64);
-            let figures = match kind {
-                JobKind::DuplicateFilter => to_json(housekeeping::duplicate_filter(conn, now)?),
-                JobKind::Retention => to_json(housekeeping::retention(
-                    conn,
-                    cutoff(retention.content),
-                    cutoff(retention.tombstones),
-                    now,
-                )?),
-                JobKind::Maintenance => to_json(housekeeping::maintenance(conn)?),
-            };
-            Ok(figures)
-        })
-        .await;
+    let now = now_ms();
+    let cutoff = |d: Option<Duration>| d.map(|d| now - d.as_millis() as i64);
+    let result = match kind {
+        JobKind::DuplicateFilter => store.duplicate_filter(now).await.map(to_json),
+        JobKind::Retention => store
+            .retention(cutoff(retention.content), cutoff(retention.tombstones), now)
+            .await
+            .map(to_json),
+        JobKind::Maintenance => store
+            .call(|conn| Ok(housekeeping::maintenance(conn)?))
+            .await
+            .map(to_json),
+    };
     let finished = now_ms();
     let (ok, summary) = match &result {
         Ok(figures) => (true, figures.to_string()),

@@ -1,10 +1,12 @@
-//! The store side of the scheduled jobs and the erasure tool. Each function is a few short transactions, so the
-//! drain loop's commits wait milliseconds for them, never the whole run.
+//! The store side of the scheduled jobs and the erasure tool. The jobs that walk many rows do it one chunk per
+//! store job: the drain's commits and the forwarder's outcomes queue on the same store thread, so they wait for
+//! one chunk (milliseconds), never for the whole run.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
 use super::messages::sha256_hex;
+use super::{Store, StoreError};
 
 /// Rows handled per transaction by the jobs that walk many rows.
 const CHUNK: usize = 2000;
@@ -21,60 +23,6 @@ pub struct DuplicateFilterReport {
     pub orphan_deliveries: u64,
 }
 
-/// Folds `receipts` into `messages.redeliveries` and repairs the message ↔ delivery pairing.
-///
-/// A missing delivery row becomes pending, unless the message is a tombstone (its content is gone: there is
-/// nothing to deliver), which gets a `dead` row so it stays visible. Existing rows are never touched: a delivered
-/// or dead message is never rescheduled. `deliveries.seq` is the primary key, so "two rows" cannot exist.
-pub fn duplicate_filter(conn: &mut Connection, now: i64) -> rusqlite::Result<DuplicateFilterReport> {
-    let mut report = DuplicateFilterReport::default();
-    loop {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let Some(max_id): Option<i64> = tx
-            .query_row(
-                "SELECT max(id) FROM (SELECT id FROM receipts ORDER BY id LIMIT ?1)",
-                [CHUNK as i64],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten()
-        else {
-            break;
-        };
-        let (rows, redelivered): (i64, i64) = tx.query_row(
-            "SELECT count(*), coalesce(sum(1 - stored), 0) FROM receipts WHERE id <= ?1",
-            [max_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        tx.execute(
-            "UPDATE messages SET redeliveries = redeliveries + c.n
-             FROM (SELECT provider, message_id, count(*) AS n FROM receipts
-                   WHERE id <= ?1 AND stored = 0 GROUP BY provider, message_id) AS c
-             WHERE messages.provider = c.provider AND messages.message_id = c.message_id",
-            [max_id],
-        )?;
-        tx.execute("DELETE FROM receipts WHERE id <= ?1", [max_id])?;
-        tx.commit()?;
-        report.receipts_compacted += rows as u64;
-        report.redeliveries_filtered += redelivered as u64;
-    }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    report.missing_deliveries = tx.execute(
-        "INSERT INTO deliveries (seq, state, next_attempt_at, done_at, last_error)
-         SELECT seq, CASE WHEN tombstoned_at IS NULL THEN 'pending' ELSE 'dead' END, ?1,
-                CASE WHEN tombstoned_at IS NULL THEN NULL ELSE ?1 END,
-                'delivery row recreated by the duplicate filter'
-         FROM messages m WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = m.seq)",
-        [now],
-    )? as u64;
-    report.orphan_deliveries = tx.execute(
-        "DELETE FROM deliveries WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.seq = deliveries.seq)",
-        [],
-    )? as u64;
-    tx.commit()?;
-    Ok(report)
-}
-
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct RetentionReport {
     /// Delivered messages whose content was removed (now tombstones).
@@ -85,76 +33,167 @@ pub struct RetentionReport {
     pub batches_deleted: u64,
 }
 
-/// `content_before`/`tombstones_before`: cut-off times in ms, or None for "forever".
-pub fn retention(
-    conn: &mut Connection,
-    content_before: Option<i64>,
-    tombstones_before: Option<i64>,
-    now: i64,
-) -> rusqlite::Result<RetentionReport> {
-    let mut report = RetentionReport::default();
-    if let Some(cutoff) = content_before {
-        // Tombstones stay (oldest first), so each chunk resumes after the last seq seen: a fresh scan per chunk
-        // would walk every earlier tombstone again, for every chunk of the run.
-        let mut after = 0_i64;
-        loop {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let seqs: Vec<i64> = tx
-                .prepare_cached(
-                    "SELECT d.seq FROM deliveries d JOIN messages m USING (seq)
-                     WHERE d.seq > ?3 AND d.state = 'delivered' AND d.done_at < ?1 AND m.tombstoned_at IS NULL
-                     ORDER BY d.seq LIMIT ?2",
-                )?
-                .query_map(params![cutoff, CHUNK as i64, after], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            for seq in &seqs {
-                tombstone(&tx, *seq, now)?;
-            }
-            tx.commit()?;
-            report.tombstoned += seqs.len() as u64;
-            match seqs.last() {
-                Some(last) if seqs.len() == CHUNK => after = *last,
-                _ => break,
-            }
+impl Store {
+    /// Folds `receipts` into `messages.redeliveries` and repairs the message ↔ delivery pairing.
+    ///
+    /// A missing delivery row becomes pending, unless the message is a tombstone (its content is gone: there is
+    /// nothing to deliver), which gets a `dead` row so it stays visible. Existing rows are never touched: a
+    /// delivered or dead message is never rescheduled. `deliveries.seq` is the primary key, so "two rows" cannot
+    /// exist.
+    pub async fn duplicate_filter(&self, now: i64) -> Result<DuplicateFilterReport, StoreError> {
+        let mut report = DuplicateFilterReport::default();
+        while let Some((rows, redelivered)) = self.call(|conn| Ok(compact_receipts_chunk(conn)?)).await? {
+            report.receipts_compacted += rows;
+            report.redeliveries_filtered += redelivered;
         }
+        let (missing, orphans) = self.call(move |conn| Ok(repair_deliveries(conn, now)?)).await?;
+        report.missing_deliveries = missing;
+        report.orphan_deliveries = orphans;
+        Ok(report)
     }
-    if let Some(cutoff) = tombstones_before {
-        loop {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let seqs: Vec<i64> = tx
-                .prepare("SELECT seq FROM messages WHERE tombstoned_at < ?1 LIMIT ?2")?
-                .query_map(params![cutoff, CHUNK as i64], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            for seq in &seqs {
-                tx.execute("DELETE FROM deliveries WHERE seq = ?1", [seq])?;
-                tx.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
-            }
-            tx.commit()?;
-            report.tombstones_deleted += seqs.len() as u64;
-            if seqs.len() < CHUNK {
-                break;
-            }
-        }
-        // Otherwise one row per answer with messages, forever. Receipts (until the duplicate filter compacts
-        // them) and quarantined elements refer to theirs; batch ids and receipt ids both grow with time.
-        loop {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let deleted = tx.execute(
-                "DELETE FROM batches WHERE id IN (
-                     SELECT id FROM batches WHERE fetched_at < ?1
-                         AND id < (SELECT coalesce(min(batch_id), 9223372036854775807) FROM receipts)
-                         AND id NOT IN (SELECT first_batch FROM quarantine WHERE first_batch IS NOT NULL)
-                     LIMIT ?2)",
-                params![cutoff, CHUNK as i64],
-            )?;
-            tx.commit()?;
-            report.batches_deleted += deleted as u64;
-            if deleted < CHUNK {
-                break;
+
+    /// `content_before`/`tombstones_before`: cut-off times in ms, or None for "forever".
+    pub async fn retention(
+        &self,
+        content_before: Option<i64>,
+        tombstones_before: Option<i64>,
+        now: i64,
+    ) -> Result<RetentionReport, StoreError> {
+        let mut report = RetentionReport::default();
+        if let Some(cutoff) = content_before {
+            // Tombstones stay (oldest first), so each chunk resumes after the last seq seen: a fresh scan per
+            // chunk would walk every earlier tombstone again, for every chunk of the run.
+            let mut after = 0_i64;
+            loop {
+                let seqs = self
+                    .call(move |conn| Ok(tombstone_chunk(conn, cutoff, after, now)?))
+                    .await?;
+                report.tombstoned += seqs.len() as u64;
+                match seqs.last() {
+                    Some(last) if seqs.len() == CHUNK => after = *last,
+                    _ => break,
+                }
             }
         }
+        if let Some(cutoff) = tombstones_before {
+            loop {
+                let deleted = self
+                    .call(move |conn| Ok(delete_tombstones_chunk(conn, cutoff)?))
+                    .await?;
+                report.tombstones_deleted += deleted as u64;
+                if deleted < CHUNK {
+                    break;
+                }
+            }
+            loop {
+                let deleted = self.call(move |conn| Ok(delete_batches_chunk(conn, cutoff)?)).await?;
+                report.batches_deleted += deleted as u64;
+                if deleted < CHUNK {
+                    break;
+                }
+            }
+        }
+        Ok(report)
     }
-    Ok(report)
+}
+
+/// Up to `CHUNK` receipts folded in one transaction: (rows, redelivered copies among them), or None when none
+/// are left.
+fn compact_receipts_chunk(conn: &mut Connection) -> rusqlite::Result<Option<(u64, u64)>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(max_id): Option<i64> = tx
+        .query_row(
+            "SELECT max(id) FROM (SELECT id FROM receipts ORDER BY id LIMIT ?1)",
+            [CHUNK as i64],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten()
+    else {
+        return Ok(None);
+    };
+    let (rows, redelivered): (i64, i64) = tx.query_row(
+        "SELECT count(*), coalesce(sum(1 - stored), 0) FROM receipts WHERE id <= ?1",
+        [max_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    tx.execute(
+        "UPDATE messages SET redeliveries = redeliveries + c.n
+         FROM (SELECT provider, message_id, count(*) AS n FROM receipts
+               WHERE id <= ?1 AND stored = 0 GROUP BY provider, message_id) AS c
+         WHERE messages.provider = c.provider AND messages.message_id = c.message_id",
+        [max_id],
+    )?;
+    tx.execute("DELETE FROM receipts WHERE id <= ?1", [max_id])?;
+    tx.commit()?;
+    Ok(Some((rows as u64, redelivered as u64)))
+}
+
+/// (missing delivery rows created, orphan delivery rows removed).
+fn repair_deliveries(conn: &mut Connection, now: i64) -> rusqlite::Result<(u64, u64)> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let missing = tx.execute(
+        "INSERT INTO deliveries (seq, state, next_attempt_at, done_at, last_error)
+         SELECT seq, CASE WHEN tombstoned_at IS NULL THEN 'pending' ELSE 'dead' END, ?1,
+                CASE WHEN tombstoned_at IS NULL THEN NULL ELSE ?1 END,
+                'delivery row recreated by the duplicate filter'
+         FROM messages m WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = m.seq)",
+        [now],
+    )?;
+    let orphans = tx.execute(
+        "DELETE FROM deliveries WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.seq = deliveries.seq)",
+        [],
+    )?;
+    tx.commit()?;
+    Ok((missing as u64, orphans as u64))
+}
+
+/// Tombstones up to `CHUNK` delivered messages done before `cutoff`, in seq order after `after`; returns their seqs.
+fn tombstone_chunk(conn: &mut Connection, cutoff: i64, after: i64, now: i64) -> rusqlite::Result<Vec<i64>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let seqs: Vec<i64> = tx
+        .prepare_cached(
+            "SELECT d.seq FROM deliveries d JOIN messages m USING (seq)
+             WHERE d.seq > ?3 AND d.state = 'delivered' AND d.done_at < ?1 AND m.tombstoned_at IS NULL
+             ORDER BY d.seq LIMIT ?2",
+        )?
+        .query_map(params![cutoff, CHUNK as i64, after], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for seq in &seqs {
+        tombstone(&tx, *seq, now)?;
+    }
+    tx.commit()?;
+    Ok(seqs)
+}
+
+fn delete_tombstones_chunk(conn: &mut Connection, cutoff: i64) -> rusqlite::Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let seqs: Vec<i64> = tx
+        .prepare("SELECT seq FROM messages WHERE tombstoned_at < ?1 LIMIT ?2")?
+        .query_map(params![cutoff, CHUNK as i64], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for seq in &seqs {
+        tx.execute("DELETE FROM deliveries WHERE seq = ?1", [seq])?;
+        tx.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
+    }
+    tx.commit()?;
+    Ok(seqs.len())
+}
+
+/// Otherwise one row per answer with messages, forever. Receipts (until the duplicate filter compacts them) and
+/// quarantined elements refer to theirs; batch ids and receipt ids both grow with time.
+fn delete_batches_chunk(conn: &mut Connection, cutoff: i64) -> rusqlite::Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let deleted = tx.execute(
+        "DELETE FROM batches WHERE id IN (
+             SELECT id FROM batches WHERE fetched_at < ?1
+                 AND id < (SELECT coalesce(min(batch_id), 9223372036854775807) FROM receipts)
+                 AND id NOT IN (SELECT first_batch FROM quarantine WHERE first_batch IS NOT NULL)
+             LIMIT ?2)",
+        params![cutoff, CHUNK as i64],
+    )?;
+    tx.commit()?;
+    Ok(deleted)
 }
 
 /// Removes the personal data of one message and keeps what recognises a redelivery: provider, ids, times and a

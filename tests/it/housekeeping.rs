@@ -653,3 +653,52 @@ async fn retention_tombstones_every_old_delivered_message_across_chunks() {
     let again = jobs::run_once(&store, JobKind::Retention, retention).await.unwrap();
     assert_eq!(again["tombstoned"], 0);
 }
+
+#[tokio::test]
+async fn a_batch_commit_waits_for_one_retention_chunk_not_the_whole_run() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+    /// Polls once: a store call sends its job on its first poll, so jobs queue in the order of these calls.
+    fn send<F: Future>(future: std::pin::Pin<&mut F>) {
+        assert!(future.poll(&mut Context::from_waker(Waker::noop())).is_pending());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let store = open(dir.path());
+    commit(&store, 0..4_500, 0).await;
+    let day = 86_400_000;
+    let now = now_ms();
+    db(&path)
+        .execute(
+            "UPDATE deliveries SET state = 'delivered', done_at = ?1",
+            [now - 40 * day],
+        )
+        .unwrap();
+    let tombstoned = "SELECT count(*) FROM messages WHERE tombstoned_at IS NOT NULL";
+
+    // The store thread is held while the retention run, a drained batch and a probe queue behind it.
+    let (release, hold) = std::sync::mpsc::channel::<()>();
+    let mut held = std::pin::pin!(store.call(move |_| {
+        hold.recv().ok();
+        Ok(())
+    }));
+    send(held.as_mut());
+    let mut retention = std::pin::pin!(store.retention(Some(now - 30 * day), None, now));
+    send(retention.as_mut());
+    let messages: Vec<String> = (10_000..10_100).map(|i| guest_message(5, i).json).collect();
+    let mut batch = std::pin::pin!(commit_as_batch(&store, &messages, now));
+    send(batch.as_mut());
+    let mut probe = std::pin::pin!(store.call(move |conn| Ok(conn.query_row(tombstoned, [], |r| r.get::<_, i64>(0))?)));
+    send(probe.as_mut());
+    release.send(()).unwrap();
+
+    held.await.unwrap();
+    assert_eq!(batch.await.unwrap().summary.new, 100);
+    assert_eq!(
+        probe.await.unwrap(),
+        2_000,
+        "the batch and the probe ran after the first chunk only"
+    );
+    assert_eq!(retention.await.unwrap().tombstoned, 4_500);
+    assert_eq!(count(&path, tombstoned), 4_500);
+}
