@@ -42,7 +42,12 @@ impl Store {
     /// exist.
     pub async fn duplicate_filter(&self, now: i64) -> Result<DuplicateFilterReport, StoreError> {
         let mut report = DuplicateFilterReport::default();
-        while let Some((rows, redelivered)) = self.call(|conn| Ok(compact_receipts_chunk(conn)?)).await? {
+        // Only the receipts present now: batches committed between chunks wait for the next run, so a run ends
+        // even while a large backlog is being drained.
+        let upto: i64 = self
+            .call(|conn| Ok(conn.query_row("SELECT coalesce(max(id), 0) FROM receipts", [], |r| r.get(0))?))
+            .await?;
+        while let Some((rows, redelivered)) = self.call(move |conn| Ok(compact_receipts_chunk(conn, upto)?)).await? {
             report.receipts_compacted += rows;
             report.redeliveries_filtered += redelivered;
         }
@@ -97,14 +102,14 @@ impl Store {
     }
 }
 
-/// Up to `CHUNK` receipts folded in one transaction: (rows, redelivered copies among them), or None when none
-/// are left.
-fn compact_receipts_chunk(conn: &mut Connection) -> rusqlite::Result<Option<(u64, u64)>> {
+/// Up to `CHUNK` receipts (ids up to `upto`) folded in one transaction: (rows, redelivered copies among them), or
+/// None when none are left.
+fn compact_receipts_chunk(conn: &mut Connection, upto: i64) -> rusqlite::Result<Option<(u64, u64)>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let Some(max_id): Option<i64> = tx
         .query_row(
-            "SELECT max(id) FROM (SELECT id FROM receipts ORDER BY id LIMIT ?1)",
-            [CHUNK as i64],
+            "SELECT max(id) FROM (SELECT id FROM receipts WHERE id <= ?2 ORDER BY id LIMIT ?1)",
+            params![CHUNK as i64, upto],
             |r| r.get(0),
         )
         .optional()?

@@ -654,14 +654,36 @@ async fn retention_tombstones_every_old_delivered_message_across_chunks() {
     assert_eq!(again["tombstoned"], 0);
 }
 
+/// Polls once: a store call sends its job on its first poll, so jobs queue in the order of these calls.
+fn send<F: std::future::Future>(future: std::pin::Pin<&mut F>) {
+    let waker = std::task::Waker::noop();
+    assert!(future.poll(&mut std::task::Context::from_waker(waker)).is_pending());
+}
+
+/// Holds the store thread until the returned sender is used (or dropped).
+fn hold(
+    store: &Store,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    impl std::future::Future<Output = ()> + use<>,
+) {
+    let (release, hold) = std::sync::mpsc::channel::<()>();
+    let store = store.clone();
+    let mut held = Box::pin(async move {
+        store
+            .call(move |_| {
+                hold.recv().ok();
+                Ok(())
+            })
+            .await
+            .unwrap()
+    });
+    send(held.as_mut());
+    (release, held)
+}
+
 #[tokio::test]
 async fn a_batch_commit_waits_for_one_retention_chunk_not_the_whole_run() {
-    use std::future::Future;
-    use std::task::{Context, Waker};
-    /// Polls once: a store call sends its job on its first poll, so jobs queue in the order of these calls.
-    fn send<F: Future>(future: std::pin::Pin<&mut F>) {
-        assert!(future.poll(&mut Context::from_waker(Waker::noop())).is_pending());
-    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.db");
     let store = open(dir.path());
@@ -677,12 +699,7 @@ async fn a_batch_commit_waits_for_one_retention_chunk_not_the_whole_run() {
     let tombstoned = "SELECT count(*) FROM messages WHERE tombstoned_at IS NOT NULL";
 
     // The store thread is held while the retention run, a drained batch and a probe queue behind it.
-    let (release, hold) = std::sync::mpsc::channel::<()>();
-    let mut held = std::pin::pin!(store.call(move |_| {
-        hold.recv().ok();
-        Ok(())
-    }));
-    send(held.as_mut());
+    let (release, held) = hold(&store);
     let mut retention = std::pin::pin!(store.retention(Some(now - 30 * day), None, now));
     send(retention.as_mut());
     let messages: Vec<String> = (10_000..10_100).map(|i| guest_message(5, i).json).collect();
@@ -692,7 +709,7 @@ async fn a_batch_commit_waits_for_one_retention_chunk_not_the_whole_run() {
     send(probe.as_mut());
     release.send(()).unwrap();
 
-    held.await.unwrap();
+    held.await;
     assert_eq!(batch.await.unwrap().summary.new, 100);
     assert_eq!(
         probe.await.unwrap(),
@@ -701,4 +718,32 @@ async fn a_batch_commit_waits_for_one_retention_chunk_not_the_whole_run() {
     );
     assert_eq!(retention.await.unwrap().tombstoned, 4_500);
     assert_eq!(count(&path, tombstoned), 4_500);
+}
+
+#[tokio::test]
+async fn a_duplicate_filter_run_compacts_only_the_receipts_present_when_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let store = open(dir.path());
+    commit(&store, 0..4_500, 0).await;
+    commit(&store, 0..10, 0).await; // redeliveries
+
+    let (release, held) = hold(&store);
+    let mut filter = std::pin::pin!(store.duplicate_filter(now_ms()));
+    send(filter.as_mut());
+    let messages: Vec<String> = (10_000..10_100).map(|i| guest_message(5, i).json).collect();
+    let mut batch = std::pin::pin!(commit_as_batch(&store, &messages, now_ms()));
+    send(batch.as_mut());
+    release.send(()).unwrap();
+    held.await;
+    batch.await.unwrap();
+
+    let report = filter.await.unwrap();
+    assert_eq!((report.receipts_compacted, report.redeliveries_filtered), (4_510, 10));
+    assert_eq!(
+        count(&path, "SELECT count(*) FROM receipts"),
+        100,
+        "the later batch's receipts wait for the next run"
+    );
+    assert_eq!(count(&path, "SELECT sum(redeliveries) FROM messages"), 10);
 }
