@@ -268,10 +268,7 @@ pub async fn run(settings: Settings, log: crate::telemetry::LogHandle) -> anyhow
     for warning in &settings.warnings {
         tracing::warn!("configuration: {warning}");
     }
-    let path = settings.store.path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, Access::Consumer))
-        .await
-        .context("store thread")??;
+    let store = open_store(settings.store.path.clone()).await?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         store = %store.path().display(),
@@ -285,6 +282,23 @@ pub async fn run(settings: Settings, log: crate::telemetry::LogHandle) -> anyhow
     signals.close();
     tracing::info!("ota-relay stopped");
     result
+}
+
+/// Opening checks the whole file (`quick_check`) and may migrate it: about a second per million messages. Under
+/// systemd the start-up timeout (90 s by default) is extended while that runs, so a large store is not killed
+/// half-checked at every start, over and over.
+async fn open_store(path: std::path::PathBuf) -> anyhow::Result<Store> {
+    const EXTEND_EVERY: Duration = Duration::from_secs(10);
+    let started = std::time::Instant::now();
+    let mut open = tokio::task::spawn_blocking(move || Store::open(&path, Access::Consumer));
+    loop {
+        let status = format!("checking the store ({} s)", started.elapsed().as_secs());
+        crate::ops::notify::extend_start(3 * EXTEND_EVERY, &status);
+        tokio::select! {
+            opened = &mut open => return Ok(opened.context("store thread")??),
+            _ = tokio::time::sleep(EXTEND_EVERY) => {}
+        }
+    }
 }
 
 /// SIGTERM and SIGINT cancel `cancel`; SIGUSR1 (sent by operator commands) wakes the delivery worker; SIGHUP

@@ -15,6 +15,13 @@ pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
+/// Start-up is still making progress: systemd waits `by` more before giving up on it (never less than its own
+/// `TimeoutStartSec`).
+pub fn extend_start(by: std::time::Duration, status: &str) {
+    let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
+    send(&[NotifyState::ExtendTimeoutUsec(usec), NotifyState::Status(status)]);
+}
+
 /// The drain loop is alive: sent after every iteration and every slice of a wait.
 pub fn watchdog() {
     send(&[NotifyState::Watchdog]);

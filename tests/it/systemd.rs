@@ -110,6 +110,13 @@ async fn ready_status_and_a_watchdog_that_follows_the_drain_loop() {
     let ready_at = notes.all().iter().position(|m| m.contains("READY=1")).unwrap();
     let first_ping = notes.all().iter().position(|m| m.contains("WATCHDOG=1")).unwrap();
     assert!(ready_at < first_ping, "READY comes first");
+    // The store's start-up check extends systemd's start timeout (a large store takes minutes) before READY.
+    let extended_at = notes
+        .all()
+        .iter()
+        .position(|m| m.contains("EXTEND_TIMEOUT_USEC=30000000") && m.contains("STATUS=checking the store"))
+        .unwrap_or_else(|| panic!("no start timeout extension: {:?}", notes.all()));
+    assert!(extended_at < ready_at);
 
     // A loop stuck in a request: no ping for as long as it is stuck.
     let mut gate = fake.hold_next(Endpoint::Latest, HoldPoint::Before);
