@@ -150,11 +150,14 @@ async fn drain_run(n: u64) -> DrainRun {
 }
 
 /// The drain ceiling: GET, count, PUT, as fast as loopback and the fake allow, storing nothing. Runs on its own
-/// thread and runtime so that it competes for the cores as the daemon would.
-async fn drain_ceiling(n: u64) -> f64 {
+/// thread and runtime so that it competes for the cores as the daemon would. With `fsync_each`, every answer is
+/// also appended to a file and fsynced before its PUT: the least any durable consumer must do per batch.
+async fn drain_ceiling(n: u64, fsync_each: bool) -> f64 {
     let fake = FakeOta::start(FakeOtaOptions::default()).await.unwrap();
     fake.enqueue(samples(n));
     let base = fake.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = fsync_each.then(|| std::fs::File::create(dir.path().join("journal")).unwrap());
     let seconds = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -176,6 +179,11 @@ async fn drain_ceiling(n: u64) -> f64 {
                 let count = ota_relay::booking::wire::parse_latest(&body).unwrap().elements.len();
                 if count == 0 {
                     return started.elapsed().as_secs_f64();
+                }
+                if let Some(file) = journal.as_mut() {
+                    use std::io::Write as _;
+                    file.write_all(&body).unwrap();
+                    file.sync_all().unwrap();
                 }
                 let answer = client
                     .put(format!("{base}/messaging/messages?number_of_messages={count}"))
@@ -394,7 +402,8 @@ fn main() {
     runtime.block_on(async {
         if wanted("drain") {
             let n = scale(100_000);
-            let ceiling = drain_ceiling(n).await;
+            let ceiling = drain_ceiling(n, false).await;
+            let durable_ceiling = drain_ceiling(n, true).await;
             let drain = drain_run(n).await;
             let rate = drain.messages as f64 / drain.seconds;
             push(
@@ -405,6 +414,15 @@ fn main() {
                     ">= 20,000 msg/s and >= 0.5 x ceiling",
                 )
                 .against(format!("{ceiling:.0} msg/s"), rate / ceiling),
+            );
+            push(
+                &mut rows,
+                Row::new(
+                    "the same drain, against GET + fsync + PUT",
+                    format!("{rate:.0} msg/s"),
+                    "-",
+                )
+                .against(format!("{durable_ceiling:.0} msg/s"), rate / durable_ceiling),
             );
             push(
                 &mut rows,
