@@ -16,6 +16,12 @@ const KEEP: RetentionSettings = RetentionSettings {
     content: None,
     tombstones: None,
 };
+/// The defaults: content for 30 days, tombstones for 400.
+const DEFAULT_RETENTION: RetentionSettings = RetentionSettings {
+    content: Some(Duration::from_secs(30 * 86_400)),
+    tombstones: Some(Duration::from_secs(400 * 86_400)),
+};
+const DAY_MS: i64 = 86_400_000;
 
 /// Commits `indices` of seed 5's sample messages (plus poison) as one batch, as the drain loop would.
 async fn commit(store: &Store, indices: impl IntoIterator<Item = u64>, poison: usize) -> ota_relay::store::Committed {
@@ -35,6 +41,15 @@ async fn commit_at(
 
 fn open(dir: &Path) -> Store {
     Store::open(&dir.join("relay.db"), Access::Consumer).unwrap()
+}
+
+/// A new store holding seed 5's first `n` sample messages, all pending: its directory, path and handle.
+async fn store_of(n: u64) -> (tempfile::TempDir, std::path::PathBuf, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let store = open(dir.path());
+    commit(&store, 0..n, 0).await;
+    (dir, path, store)
 }
 
 fn cli(config: &Path, args: &[&str]) -> std::process::Output {
@@ -139,7 +154,7 @@ async fn retention_keeps_tombstones_that_still_block_redeliveries() {
     let path = dir.path().join("relay.db");
     let store = open(dir.path());
     commit(&store, 0..6, 1).await;
-    let day = 86_400_000;
+    let day = DAY_MS;
     let now = now_ms();
     {
         let conn = db(&path);
@@ -158,10 +173,7 @@ async fn retention_keeps_tombstones_that_still_block_redeliveries() {
         conn.execute("UPDATE messages SET first_seen_at = ?1", [now - 60 * day])
             .unwrap();
     }
-    let retention = RetentionSettings {
-        content: Some(Duration::from_secs(30 * 86_400)),
-        tombstones: Some(Duration::from_secs(400 * 86_400)),
-    };
+    let retention = DEFAULT_RETENTION;
     let figures = jobs::run_once(&store, JobKind::Retention, retention).await.unwrap();
     assert_eq!(figures["tombstoned"], 2);
     assert_eq!(figures["tombstones_deleted"], 0);
@@ -608,12 +620,9 @@ async fn a_running_job_is_never_overlapped_and_shutdown_waits_for_it() {
 
 #[tokio::test]
 async fn retention_tombstones_every_old_delivered_message_across_chunks() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    let store = open(dir.path());
     // More than two chunks (2,000 rows each), with rows to keep spread among them.
-    commit(&store, 0..4_500, 0).await;
-    let day = 86_400_000;
+    let (_dir, path, store) = store_of(4_500).await;
+    let day = DAY_MS;
     let now = now_ms();
     db(&path)
         .execute(
@@ -631,10 +640,7 @@ async fn retention_tombstones_every_old_delivered_message_across_chunks() {
         ),
     );
     assert!(old_delivered > 3_000, "{old_delivered}");
-    let retention = RetentionSettings {
-        content: Some(Duration::from_secs(30 * 86_400)),
-        tombstones: Some(Duration::from_secs(400 * 86_400)),
-    };
+    let retention = DEFAULT_RETENTION;
     let figures = jobs::run_once(&store, JobKind::Retention, retention).await.unwrap();
     assert_eq!(figures["tombstoned"], old_delivered);
     assert_eq!(
@@ -684,11 +690,8 @@ fn hold(
 
 #[tokio::test]
 async fn a_batch_commit_waits_for_one_retention_chunk_not_the_whole_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    let store = open(dir.path());
-    commit(&store, 0..4_500, 0).await;
-    let day = 86_400_000;
+    let (_dir, path, store) = store_of(4_500).await;
+    let day = DAY_MS;
     let now = now_ms();
     db(&path)
         .execute(
@@ -702,15 +705,14 @@ async fn a_batch_commit_waits_for_one_retention_chunk_not_the_whole_run() {
     let (release, held) = hold(&store);
     let mut retention = std::pin::pin!(store.retention(Some(now - 30 * day), None, now));
     send(retention.as_mut());
-    let messages: Vec<String> = (10_000..10_100).map(|i| guest_message(5, i).json).collect();
-    let mut batch = std::pin::pin!(commit_as_batch(&store, &messages, now));
+    let mut batch = std::pin::pin!(commit_at(&store, 10_000..10_100, 0, now));
     send(batch.as_mut());
     let mut probe = std::pin::pin!(store.call(move |conn| Ok(conn.query_row(tombstoned, [], |r| r.get::<_, i64>(0))?)));
     send(probe.as_mut());
     release.send(()).unwrap();
 
     held.await;
-    assert_eq!(batch.await.unwrap().summary.new, 100);
+    assert_eq!(batch.await.summary.new, 100);
     assert_eq!(
         probe.await.unwrap(),
         2_000,
@@ -722,21 +724,17 @@ async fn a_batch_commit_waits_for_one_retention_chunk_not_the_whole_run() {
 
 #[tokio::test]
 async fn a_duplicate_filter_run_compacts_only_the_receipts_present_when_it_started() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    let store = open(dir.path());
-    commit(&store, 0..4_500, 0).await;
+    let (_dir, path, store) = store_of(4_500).await;
     commit(&store, 0..10, 0).await; // redeliveries
 
     let (release, held) = hold(&store);
     let mut filter = std::pin::pin!(store.duplicate_filter(now_ms()));
     send(filter.as_mut());
-    let messages: Vec<String> = (10_000..10_100).map(|i| guest_message(5, i).json).collect();
-    let mut batch = std::pin::pin!(commit_as_batch(&store, &messages, now_ms()));
+    let mut batch = std::pin::pin!(commit_at(&store, 10_000..10_100, 0, now_ms()));
     send(batch.as_mut());
     release.send(()).unwrap();
     held.await;
-    batch.await.unwrap();
+    batch.await;
 
     let report = filter.await.unwrap();
     assert_eq!((report.receipts_compacted, report.redeliveries_filtered), (4_510, 10));
