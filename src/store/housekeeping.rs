@@ -81,24 +81,26 @@ impl Store {
             }
         }
         if let Some(cutoff) = tombstones_before {
-            loop {
-                let deleted = self
-                    .call(move |conn| Ok(delete_tombstones_chunk(conn, cutoff)?))
-                    .await?;
-                report.tombstones_deleted += deleted as u64;
-                if deleted < CHUNK {
-                    break;
-                }
-            }
-            loop {
-                let deleted = self.call(move |conn| Ok(delete_batches_chunk(conn, cutoff)?)).await?;
-                report.batches_deleted += deleted as u64;
-                if deleted < CHUNK {
-                    break;
-                }
-            }
+            report.tombstones_deleted = self.delete_in_chunks(delete_tombstones_chunk, cutoff).await?;
+            report.batches_deleted = self.delete_in_chunks(delete_batches_chunk, cutoff).await?;
         }
         Ok(report)
+    }
+
+    /// Runs `chunk` as one store job after another until one deletes less than a full chunk; the total.
+    async fn delete_in_chunks(
+        &self,
+        chunk: fn(&mut Connection, i64) -> rusqlite::Result<usize>,
+        cutoff: i64,
+    ) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = self.call(move |conn| Ok(chunk(conn, cutoff)?)).await?;
+            total += deleted as u64;
+            if deleted < CHUNK {
+                return Ok(total);
+            }
+        }
     }
 }
 
