@@ -153,6 +153,25 @@ impl Outbox {
         Ok(())
     }
 
+    /// Makes due at `now` every pending delivery scheduled more than `horizon` after it, and returns how many.
+    ///
+    /// The worker never schedules further ahead than its longest retry delay or honoured `Retry-After`, so such a
+    /// row was scheduled before the system clock went back; left alone it would wait for as long as the clock
+    /// jumped (years, after a boot with a wrong clock). Without an fsync: a lost update is simply made again.
+    pub async fn reschedule_beyond(&self, now: i64, horizon: std::time::Duration) -> Result<usize, StoreError> {
+        let latest = now.saturating_add(horizon.as_millis() as i64);
+        self.store
+            .call_without_fsync(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "UPDATE deliveries INDEXED BY deliveries_due SET next_attempt_at = ?1
+                         WHERE state = 'pending' AND next_attempt_at > ?2",
+                    )?
+                    .execute(params![now, latest])?)
+            })
+            .await
+    }
+
     pub async fn summary(&self) -> Result<OutboxSummary, StoreError> {
         self.store.read(|conn| Ok(summary(conn)?)).await
     }

@@ -33,6 +33,9 @@ const FAILING_AFTER: u32 = 3;
 /// not signal the daemon).
 const IDLE_RESCAN: Duration = Duration::from_secs(30);
 const SUMMARY_EVERY: Duration = Duration::from_secs(300);
+/// Beyond the longest delay the worker schedules, so that a clock stepped back by milliseconds (or a row
+/// scheduled at the very cap) is not taken for a clock that went back.
+const CLOCK_SLACK: Duration = Duration::from_secs(60);
 
 /// What happened to one attempt, before it is decided and committed.
 #[derive(Debug)]
@@ -75,6 +78,12 @@ pub fn retry_delay(policy: &RetryPolicy, attempts: u32, jitter: f64) -> Duration
     let base = policy.initial_interval.as_secs_f64() * 2f64.powi(exponent as i32);
     let capped = base.min(policy.max_interval.as_secs_f64());
     Duration::from_secs_f64((capped * (0.8 + 0.4 * jitter)).min(policy.max_interval.as_secs_f64()))
+}
+
+/// How far ahead the worker may schedule a retry: its delays are capped at `max_interval` and `Retry-After` at
+/// [`http::MAX_RETRY_AFTER`]. A pending row further ahead than this was scheduled before the clock went back.
+pub fn schedule_horizon(policy: &RetryPolicy) -> Duration {
+    policy.max_interval.max(http::MAX_RETRY_AFTER) + CLOCK_SLACK
 }
 
 /// Turns an attempt into the outcome to commit.
@@ -342,6 +351,7 @@ impl Forwarder {
         let mut completed: Vec<Attempted> = Vec::new();
         let mut rescan_at = Instant::now();
         let mut summary_at = Instant::now() + SUMMARY_EVERY;
+        let mut clock_check_at = Instant::now();
         let claim_size = (self.concurrency * 2).max(16);
 
         loop {
@@ -349,6 +359,12 @@ impl Forwarder {
                 self.commit_completed(&mut completed, &mut in_flight).await;
                 // Retries were just scheduled and rows freed: the next claim finds the true next due time.
                 rescan_at = Instant::now();
+            }
+            if Instant::now() >= clock_check_at {
+                clock_check_at = Instant::now() + IDLE_RESCAN;
+                if self.reschedule_after_clock_step().await {
+                    rescan_at = Instant::now();
+                }
             }
             let now = Instant::now();
             if ready.is_empty() && now >= rescan_at && self.health.can_launch(tasks.len(), self.concurrency, now) {
@@ -382,7 +398,7 @@ impl Forwarder {
             }
 
             let now = Instant::now();
-            let mut wake_at = (now + IDLE_RESCAN).min(summary_at);
+            let mut wake_at = (now + IDLE_RESCAN).min(summary_at).min(clock_check_at);
             if self.health.failing() && tasks.is_empty() {
                 // Nothing may be sent before the next probe, so there is nothing to claim before it either.
                 wake_at = wake_at.min(self.health.next_probe);
@@ -430,6 +446,27 @@ impl Forwarder {
         }
         for seq in seqs {
             in_flight.remove(&seq);
+        }
+    }
+
+    /// Makes due the pending rows scheduled beyond [`schedule_horizon`]; true if there were any.
+    async fn reschedule_after_clock_step(&mut self) -> bool {
+        let horizon = schedule_horizon(&self.retry);
+        match self.outbox.reschedule_beyond(now_ms(), horizon).await {
+            Ok(0) => false,
+            Ok(n) => {
+                tracing::warn!(
+                    deliveries = n,
+                    horizon_s = horizon.as_secs(),
+                    "pending deliveries were scheduled further ahead than any retry delay (the system clock went \
+                     back?); they are due now"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check the outbox for deliveries scheduled before a clock step");
+                false
+            }
         }
     }
 

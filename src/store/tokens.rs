@@ -25,6 +25,9 @@ impl Store {
     ) -> Result<Reservation, StoreError> {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // An exchange recorded after `now` was made before the system clock went back: it counts as made now
+            // (the quota is never exceeded, and it blocks for an hour at most, not for the size of the jump).
+            tx.execute("UPDATE token_exchanges SET at = ?1 WHERE at > ?1", params![now_ms])?;
             tx.execute(
                 "DELETE FROM token_exchanges WHERE at <= ?1",
                 params![now_ms - window_ms],

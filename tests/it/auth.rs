@@ -4,7 +4,7 @@ use ota_relay::booking::FetchError;
 use ota_relay::booking::auth::AuthError;
 use ota_relay::drain::{DrainError, Drainer};
 use ota_relay::fake::FakeOtaOptions;
-use ota_relay::store::{Access, Store};
+use ota_relay::store::{Access, Reservation, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -157,6 +157,31 @@ async fn a_rejected_client_secret_is_reported_without_revealing_it() {
         }
         other => panic!("expected a rejected exchange, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn exchanges_recorded_before_the_clock_went_back_count_as_made_now() {
+    const HOUR: i64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
+    let now = ota_relay::store::now_ms();
+    // A clock five hours fast recorded the hour's 30 exchanges (a crash loop), then was set right.
+    for _ in 0..30 {
+        let made = store.reserve_token_exchange(now + 5 * HOUR, HOUR, 30).await.unwrap();
+        assert_eq!(made, Reservation::Granted);
+    }
+    // The quota stays used up, but frees an hour from now, not an hour after the fast clock's times.
+    assert_eq!(
+        store.reserve_token_exchange(now, HOUR, 30).await.unwrap(),
+        Reservation::Exhausted {
+            until_ms: now + HOUR,
+            used: 30
+        }
+    );
+    assert_eq!(
+        store.reserve_token_exchange(now + HOUR + 1, HOUR, 30).await.unwrap(),
+        Reservation::Granted
+    );
 }
 
 #[tokio::test]

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use ota_relay::config::{ForwardSettings, RetryPolicy, Secret};
 use ota_relay::drain::Drainer;
-use ota_relay::fake::{FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, PmsReply, SampleMessage, guest_message};
+use ota_relay::fake::{
+    FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, PmsReply, SampleMessage, commit_as_batch, guest_message,
+};
 use ota_relay::forward::Forwarder;
 use ota_relay::forward::signing::Signer;
-use ota_relay::store::{Access, Store};
+use ota_relay::store::{Access, Store, now_ms};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -579,6 +581,71 @@ async fn enabling_forward_on_a_store_with_history_delivers_the_backlog_oldest_fi
     let order = pms.read(|s| s.accepted_order.clone());
     let expected: Vec<String> = stored_ids(&path).iter().map(|id| format!("booking.com:{id}")).collect();
     assert_eq!(order, expected, "delivered oldest first");
+}
+
+#[tokio::test]
+async fn deliveries_scheduled_before_the_clock_went_back_are_due_now_and_later_retries_keep_their_time() {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let samples: Vec<SampleMessage> = (0..5).map(|i| guest_message(72, i)).collect();
+    {
+        let store = Store::open(&path, Access::Consumer).unwrap();
+        let elements: Vec<String> = samples.iter().map(|s| s.json.clone()).collect();
+        commit_as_batch(&store, &elements, now_ms()).await.unwrap();
+    }
+    // Rows 1 and 2 were scheduled 30 days ahead by a clock that has since gone back; row 3 is a retry due in 30
+    // minutes, within the longest delay the worker schedules (Retry-After is honoured up to an hour).
+    let now = now_ms();
+    let retry_at = now + 30 * 60_000;
+    let conn = db(&path);
+    conn.execute(
+        "UPDATE deliveries SET next_attempt_at = ?1 WHERE seq IN (1, 2)",
+        [now + 30 * 86_400_000],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE deliveries SET next_attempt_at = ?1, attempts = 1 WHERE seq = 3",
+        [retry_at],
+    )
+    .unwrap();
+    drop(conn);
+
+    let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, ""));
+    let mut daemon = Daemon::run(&config);
+    let line = daemon.wait_for_log("the system clock went back?").await;
+    assert!(
+        line.contains("deliveries=2"),
+        "only the rows beyond the horizon: {line}"
+    );
+    within(30, "the due rows delivered", pms.wait_for(|s| s.accepted_count() == 4)).await;
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+
+    let accepted: Vec<String> = pms.read(|s| s.accepted_order.clone());
+    for i in [0, 1, 3, 4] {
+        assert!(
+            accepted.contains(&webhook_id(&samples[i])),
+            "message {i} delivered: {accepted:?}"
+        );
+    }
+    let (state, next): (String, i64) = db(&path)
+        .query_row("SELECT state, next_attempt_at FROM deliveries WHERE seq = 3", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), next),
+        ("pending", retry_at),
+        "a retry within the horizon keeps its time"
+    );
 }
 
 #[tokio::test]
