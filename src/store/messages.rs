@@ -198,7 +198,8 @@ impl Store {
         .await
     }
 
-    /// Records a failed poll or confirm; `failing_since` keeps the start of the current run of failures.
+    /// Records a failed poll or confirm; `failing_since` keeps the start of the current run of failures (moved
+    /// back to now if it lies ahead: set before the system clock went back, it would hide an outage).
     pub async fn record_poll_error(&self, provider: &'static str, error: String) -> Result<(), StoreError> {
         self.call(move |conn| {
             let now = now_ms();
@@ -206,7 +207,7 @@ impl Store {
                 "INSERT INTO source_state (provider, last_poll_at, failing_since, last_error, last_error_at)
                  VALUES (?1, ?2, ?2, ?3, ?2)
                  ON CONFLICT (provider) DO UPDATE SET last_poll_at = ?2,
-                     failing_since = COALESCE(failing_since, ?2), last_error = ?3, last_error_at = ?2",
+                     failing_since = min(COALESCE(failing_since, ?2), ?2), last_error = ?3, last_error_at = ?2",
                 params![provider, now, error],
             )?;
             Ok(())

@@ -430,6 +430,29 @@ async fn the_daemon_runs_scheduled_jobs_and_status_shows_them() {
 }
 
 #[tokio::test]
+async fn a_run_of_failures_that_began_before_the_clock_went_back_is_timed_from_now() {
+    let (_dir, path, store) = store_of(1).await;
+    store.record_poll_error("booking.com", "HTTP 503".into()).await.unwrap();
+    let began = count(&path, "SELECT failing_since FROM source_state");
+    store.record_poll_error("booking.com", "HTTP 503".into()).await.unwrap();
+    assert_eq!(
+        count(&path, "SELECT failing_since FROM source_state"),
+        began,
+        "a run keeps its start"
+    );
+    // Set while the clock was five hours fast: `status` would not see the outage for five hours.
+    db(&path)
+        .execute("UPDATE source_state SET failing_since = ?1", [now_ms() + 5 * 3_600_000])
+        .unwrap();
+    store.record_poll_error("booking.com", "HTTP 503".into()).await.unwrap();
+    let since = count(&path, "SELECT failing_since FROM source_state");
+    assert!(
+        since <= now_ms() && since >= began,
+        "{since} is not a time since {began}"
+    );
+}
+
+#[tokio::test]
 async fn backup_is_consistent_while_the_daemon_writes() {
     let ota = FakeOta::start(FakeOtaOptions {
         auth: basic_fake_auth(),
