@@ -16,9 +16,9 @@
 
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::booking::auth::AuthError;
 use crate::booking::{BookingClient, FetchError, PROVIDER};
 use crate::config::BookingSettings;
@@ -340,37 +340,6 @@ pub async fn sleep_or_cancel(cancel: &CancellationToken, duration: Duration) -> 
         biased;
         _ = cancel.cancelled() => false,
         _ = tokio::time::sleep(duration) => true,
-    }
-}
-
-/// Exponential backoff with jitter (backon), capped; restarted after every success.
-struct Backoff {
-    builder: ExponentialBuilder,
-    current: Option<ExponentialBackoff>,
-    max: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            builder: ExponentialBuilder::default()
-                .with_min_delay(initial)
-                .with_max_delay(max)
-                .with_jitter()
-                .without_max_times(),
-            current: None,
-            max,
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        let builder = self.builder;
-        let delays = self.current.get_or_insert_with(|| builder.build());
-        delays.next().unwrap_or(self.max).min(self.max)
-    }
-
-    fn reset(&mut self) {
-        self.current = None;
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod backfill;
+mod backoff;
 pub mod booking;
 pub mod cli;
 pub mod config;

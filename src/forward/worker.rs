@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::outbox::{Decision, DueDelivery, Outbox, Outcome};
 use super::payload;
 use super::signing::Signer;
+use crate::backoff::Backoff;
 use crate::config::{ForwardSettings, RetryPolicy};
 use crate::http;
 use crate::ops::metrics::Metrics;
@@ -36,6 +37,9 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(300);
 /// Beyond the longest delay the worker schedules, so that a clock stepped back by milliseconds (or a row
 /// scheduled at the very cap) is not taken for a clock that went back.
 const CLOCK_SLACK: Duration = Duration::from_secs(60);
+/// Waits between attempts to record outcomes the store refused (a full disk, a lock held elsewhere).
+const COMMIT_RETRY_FIRST: Duration = Duration::from_secs(1);
+const COMMIT_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What happened to one attempt, before it is decided and committed.
 #[derive(Debug)]
@@ -232,6 +236,7 @@ pub struct Forwarder {
     cancel: CancellationToken,
     health: PmsHealth,
     delivered_since_summary: u64,
+    commit_backoff: Backoff,
     metrics: Metrics,
 }
 
@@ -262,6 +267,7 @@ impl Forwarder {
             cancel,
             health: PmsHealth::new(),
             delivered_since_summary: 0,
+            commit_backoff: Backoff::new(COMMIT_RETRY_FIRST, COMMIT_RETRY_MAX),
             metrics: Metrics::default(),
         })
     }
@@ -284,11 +290,11 @@ impl Forwarder {
         while let Some(joined) = tasks.join_next().await {
             attempted.push(joined.expect("an attempt does not panic"));
         }
-        self.commit(attempted).await
+        self.commit(&attempted).await
     }
 
     /// Decides, commits (one transaction) and logs a set of completed attempts.
-    async fn commit(&mut self, attempted: Vec<Attempted>) -> Result<StepReport, StoreError> {
+    async fn commit(&mut self, attempted: &[Attempted]) -> Result<StepReport, StoreError> {
         let mut report = StepReport {
             attempted: attempted.len(),
             ..StepReport::default()
@@ -350,16 +356,23 @@ impl Forwarder {
         let mut ready: VecDeque<DueDelivery> = VecDeque::new();
         let mut completed: Vec<Attempted> = Vec::new();
         let mut rescan_at = Instant::now();
+        // Set while completed outcomes wait for the store: nothing new is claimed or sent until they are recorded.
+        let mut commit_retry_at: Option<Instant> = None;
         let mut summary_at = Instant::now() + SUMMARY_EVERY;
         let mut clock_check_at = Instant::now();
         let claim_size = (self.concurrency * 2).max(16);
 
         loop {
-            if !completed.is_empty() {
-                self.commit_completed(&mut completed, &mut in_flight).await;
-                // Retries were just scheduled and rows freed: the next claim finds the true next due time.
-                rescan_at = Instant::now();
+            if !completed.is_empty() && commit_retry_at.is_none_or(|at| Instant::now() >= at) {
+                if self.commit_completed(&mut completed, &mut in_flight).await {
+                    commit_retry_at = None;
+                    // Retries were just scheduled and rows freed: the next claim finds the true next due time.
+                    rescan_at = Instant::now();
+                } else {
+                    commit_retry_at = Some(Instant::now() + self.commit_backoff.next());
+                }
             }
+            let holding = !completed.is_empty();
             if Instant::now() >= clock_check_at {
                 clock_check_at = Instant::now() + IDLE_RESCAN;
                 if self.reschedule_after_clock_step().await {
@@ -367,7 +380,11 @@ impl Forwarder {
                 }
             }
             let now = Instant::now();
-            if ready.is_empty() && now >= rescan_at && self.health.can_launch(tasks.len(), self.concurrency, now) {
+            if !holding
+                && ready.is_empty()
+                && now >= rescan_at
+                && self.health.can_launch(tasks.len(), self.concurrency, now)
+            {
                 let exclude: Vec<i64> = in_flight.iter().copied().collect();
                 match self.outbox.claim_due(now_ms(), claim_size, exclude).await {
                     Ok(claim) => {
@@ -389,7 +406,7 @@ impl Forwarder {
                     }
                 }
             }
-            while self.health.can_launch(tasks.len(), self.concurrency, Instant::now()) {
+            while !holding && self.health.can_launch(tasks.len(), self.concurrency, Instant::now()) {
                 let Some(due) = ready.pop_front() else { break };
                 in_flight.insert(due.message.seq);
                 let seq = due.message.seq;
@@ -399,7 +416,9 @@ impl Forwarder {
 
             let now = Instant::now();
             let mut wake_at = (now + IDLE_RESCAN).min(summary_at).min(clock_check_at);
-            if self.health.failing() && tasks.is_empty() {
+            if let Some(at) = commit_retry_at.filter(|_| holding) {
+                wake_at = wake_at.min(at);
+            } else if self.health.failing() && tasks.is_empty() {
                 // Nothing may be sent before the next probe, so there is nothing to claim before it either.
                 wake_at = wake_at.min(self.health.next_probe);
             } else if ready.is_empty() && tasks.len() < self.concurrency {
@@ -431,21 +450,35 @@ impl Forwarder {
         })
         .await;
         tasks.abort_all();
-        if !completed.is_empty() {
-            self.commit_completed(&mut completed, &mut in_flight).await;
+        if !completed.is_empty() && !self.commit_completed(&mut completed, &mut in_flight).await {
+            tracing::warn!(
+                deliveries = completed.len(),
+                "unrecorded deliveries will be sent again after a restart"
+            );
         }
         tracing::info!(abandoned = tasks.len(), "delivery worker stopped");
     }
 
-    async fn commit_completed(&mut self, completed: &mut Vec<Attempted>, in_flight: &mut HashSet<i64>) {
-        let batch = std::mem::take(completed);
-        let seqs: Vec<i64> = batch.iter().map(|a| a.due.message.seq).collect();
-        if let Err(e) = self.commit(batch).await {
-            // The rows stay pending and due: they are attempted again (a duplicate, never a loss).
-            tracing::error!(error = %e, deliveries = seqs.len(), "cannot record delivery outcomes; they will be retried");
-        }
-        for seq in seqs {
-            in_flight.remove(&seq);
+    /// Records the completed attempts; true once they are committed. When the store refuses (a full disk), they
+    /// are kept for the next try rather than freed: freed rows would be due again and sent again, as fast as
+    /// the PMS answers, for as long as the store cannot record anything.
+    async fn commit_completed(&mut self, completed: &mut Vec<Attempted>, in_flight: &mut HashSet<i64>) -> bool {
+        match self.commit(completed).await {
+            Ok(_) => {
+                for attempted in completed.drain(..) {
+                    in_flight.remove(&attempted.due.message.seq);
+                }
+                self.commit_backoff.reset();
+                true
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    deliveries = completed.len(),
+                    "cannot record delivery outcomes; nothing more is sent until they are recorded (retrying)"
+                );
+                false
+            }
         }
     }
 

@@ -649,6 +649,60 @@ async fn deliveries_scheduled_before_the_clock_went_back_are_due_now_and_later_r
 }
 
 #[tokio::test]
+async fn outcomes_the_store_refuses_are_kept_and_recorded_later_never_sent_again() {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let samples: Vec<SampleMessage> = (0..12).map(|i| guest_message(73, i)).collect();
+    {
+        let store = Store::open(&path, Access::Consumer).unwrap();
+        let elements: Vec<String> = samples.iter().map(|s| s.json.clone()).collect();
+        commit_as_batch(&store, &elements, now_ms()).await.unwrap();
+    }
+    // Every outcome commit fails, as on a full disk; claims (reads) still work.
+    db(&path)
+        .execute_batch(
+            "CREATE TRIGGER refuse_outcomes BEFORE UPDATE OF state ON deliveries
+             BEGIN SELECT RAISE(ABORT, 'injected: the store refuses outcomes'); END;",
+        )
+        .unwrap();
+
+    let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 4"));
+    let mut daemon = Daemon::run(&config);
+    let line = daemon.wait_for_log("cannot record delivery outcomes").await;
+    assert!(line.contains("injected"), "{line}");
+    daemon.wait_for_logs("cannot record delivery outcomes", 2).await;
+    // Refused twice, so retried at least once: still only the first round was sent.
+    assert_eq!(pms.read(|s| (s.requests, s.accepted_count())), (4, 4));
+    db(&path).execute_batch("DROP TRIGGER refuse_outcomes").unwrap();
+
+    within(
+        30,
+        "every message delivered",
+        pms.wait_for(|s| s.accepted_count() == 12),
+    )
+    .await;
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        pms.read(|s| (s.requests, s.duplicates())),
+        (12, 0),
+        "nothing was sent twice"
+    );
+    assert_eq!(
+        count(&path, "SELECT count(*) FROM deliveries WHERE state = 'delivered'"),
+        12
+    );
+}
+
+#[tokio::test]
 async fn forward_configuration_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let base = "[booking]\nusername = \"u\"\npassword = \"p\"\n[forward]\nurl = \"https://pms.example.com/hook\"\n";
