@@ -373,7 +373,7 @@ impl Forwarder {
                 }
             }
             let holding = !completed.is_empty();
-            if Instant::now() >= clock_check_at {
+            if !holding && Instant::now() >= clock_check_at {
                 clock_check_at = Instant::now() + IDLE_RESCAN;
                 if self.reschedule_after_clock_step().await {
                     rescan_at = Instant::now();
