@@ -68,6 +68,11 @@ pub enum StoreError {
     Sqlite(rusqlite::Error),
     #[error("the store thread has stopped")]
     Closed,
+    #[error(
+        "a store operation panicked (a bug: the log has the panic message); its transaction, if still open, was \
+         rolled back"
+    )]
+    Panicked,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -146,7 +151,9 @@ impl Store {
             .spawn(move || {
                 let mut conn = conn;
                 while let Ok(job) = rx.recv() {
-                    job(&mut conn);
+                    // A job that panics must not take the store (and so the whole daemon) with it: its open
+                    // transaction rolled back as it unwound, its caller gets `Panicked`, and the next job runs.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)));
                 }
             })
             .map_err(|e| StoreError::Open {
@@ -213,7 +220,8 @@ impl Store {
             let _ = tx.send(sync.ensure(conn).and_then(|()| f(conn)));
         });
         self.inner.jobs.send(job).map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        // The thread outlives a panicking job, so an answer that never comes means the job panicked.
+        rx.await.map_err(|_| StoreError::Panicked)?
     }
 }
 

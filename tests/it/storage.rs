@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use ota_relay::drain::{DrainError, Drainer};
-use ota_relay::fake::{FakeOta, FakeOtaOptions, guest_message};
+use ota_relay::fake::{FakeOta, FakeOtaOptions, commit_as_batch, guest_message};
 use ota_relay::store::{Access, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +65,29 @@ async fn a_full_disk_means_no_confirm_a_clear_error_and_recovery_when_space_retu
     assert_eq!(count(&path, "SELECT count(*) FROM messages"), 400);
     assert_eq!(count(&path, "SELECT count(*) FROM deliveries"), 400);
     assert!(fake.read(|s| s.violations.is_empty() && s.drained()));
+}
+
+#[tokio::test]
+async fn a_store_job_that_panics_is_rolled_back_and_the_store_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let store = Store::open(&path, Access::Consumer).unwrap();
+    let panicked = store
+        .call(|conn| -> Result<(), StoreError> {
+            let tx = conn.transaction()?;
+            tx.execute("INSERT INTO token_exchanges (at) VALUES (1)", [])?;
+            panic!("injected: a bug inside a store job");
+        })
+        .await;
+    assert!(matches!(panicked, Err(StoreError::Panicked)), "{panicked:?}");
+    assert_eq!(count(&path, "SELECT count(*) FROM token_exchanges"), 0, "rolled back");
+
+    let elements: Vec<String> = (0..3).map(|i| guest_message(92, i).json).collect();
+    let committed = commit_as_batch(&store, &elements, ota_relay::store::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(committed.summary.new, 3, "the next job runs");
+    assert_eq!(count(&path, "SELECT count(*) FROM messages"), 3);
 }
 
 async fn start_refused(config: &Path, envs: &[(&str, &str)]) -> (Option<i32>, String) {
