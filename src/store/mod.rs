@@ -153,7 +153,10 @@ impl Store {
                 while let Ok(job) = rx.recv() {
                     // A job that panics must not take the store (and so the whole daemon) with it: its open
                     // transaction rolled back as it unwound, its caller gets `Panicked`, and the next job runs.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)));
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)));
+                    if run.is_err() && !conn.is_autocommit() {
+                        let _ = conn.execute_batch("ROLLBACK");
+                    }
                 }
             })
             .map_err(|e| StoreError::Open {
