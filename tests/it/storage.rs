@@ -81,6 +81,14 @@ async fn a_store_job_that_panics_is_rolled_back_and_the_store_keeps_serving() {
         .await;
     assert!(matches!(panicked, Err(StoreError::Panicked)), "{panicked:?}");
     assert_eq!(count(&path, "SELECT count(*) FROM token_exchanges"), 0, "rolled back");
+    // The same with a transaction opened by hand, which no guard rolls back while unwinding.
+    let panicked = store
+        .call(|conn| -> Result<(), StoreError> {
+            conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO token_exchanges (at) VALUES (2);")?;
+            panic!("injected: a bug inside a store job");
+        })
+        .await;
+    assert!(matches!(panicked, Err(StoreError::Panicked)), "{panicked:?}");
 
     let elements: Vec<String> = (0..3).map(|i| guest_message(92, i).json).collect();
     let committed = commit_as_batch(&store, &elements, ota_relay::store::now_ms())
