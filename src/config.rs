@@ -875,7 +875,7 @@ impl Settings {
             ("backoff_initial", b.backoff_initial),
             ("backoff_max", b.backoff_max),
         ] {
-            let _ = writeln!(out, "{key} = \"{}\"", humantime::format_duration(d));
+            let _ = writeln!(out, "{key} = \"{}\"", duration_text(d));
         }
         let format = match self.log.format {
             LogFormat::Pretty => "pretty",
@@ -890,11 +890,7 @@ impl Settings {
             let masked = vec!["\"********\""; f.secrets.len()].join(", ");
             let _ = writeln!(out, "\n[forward]\nurl = {}", quote(f.url.as_str()));
             let _ = writeln!(out, "secret = [{masked}]  # {}", f.secrets[0].source);
-            let _ = writeln!(
-                out,
-                "request_timeout = \"{}\"",
-                humantime::format_duration(f.request_timeout)
-            );
+            let _ = writeln!(out, "request_timeout = \"{}\"", duration_text(f.request_timeout));
             let _ = writeln!(out, "concurrency = {}", f.concurrency);
             let r = &f.retry;
             let _ = writeln!(out, "\n[forward.retry]");
@@ -903,7 +899,7 @@ impl Settings {
                 ("max_interval", r.max_interval),
                 ("give_up_after", r.give_up_after),
             ] {
-                let _ = writeln!(out, "{key} = \"{}\"", humantime::format_duration(d));
+                let _ = writeln!(out, "{key} = \"{}\"", duration_text(d));
             }
         } else {
             let _ = writeln!(
@@ -930,7 +926,7 @@ impl Settings {
             ("content", self.retention.content),
             ("tombstones", self.retention.tombstones),
         ] {
-            let value = d.map_or("forever".to_owned(), |d| humantime::format_duration(d).to_string());
+            let value = d.map_or("forever".to_owned(), duration_text);
             let _ = writeln!(out, "{key} = {}", quote(&value));
         }
         match &self.http {
@@ -947,4 +943,15 @@ impl Settings {
 
 fn quote(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
+}
+
+/// A duration as it would be written: whole days as days ("400days"), where humantime's own format gives
+/// "1year 1month 4days 7h 26m 24s" (its year and month are averages); anything else as humantime prints it.
+fn duration_text(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 86_400, secs % 86_400, d.subsec_nanos()) {
+        (1, 0, 0) => "1day".to_owned(),
+        (days, 0, 0) if days > 1 => format!("{days}days"),
+        _ => humantime::format_duration(d).to_string(),
+    }
 }

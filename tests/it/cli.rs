@@ -228,6 +228,10 @@ async fn the_example_configuration_is_valid_and_documents_every_key() {
         );
     }
     assert!(stdout.contains("give_up_after = \"3days\""), "{stdout}");
+    assert!(
+        stdout.contains("tombstones = \"400days\""),
+        "as written, not in humantime's years: {stdout}"
+    );
 }
 
 #[tokio::test]
