@@ -711,7 +711,19 @@ impl Ctx<'_> {
 
     /// A webhook URL may carry a query (some receivers route or authenticate by it); it is never logged.
     fn url_with_query(&self, key: &str, value: &str, warnings: &mut Vec<String>) -> Result<Url, ConfigError> {
-        let url = Url::parse(value).map_err(|e| self.invalid(key, &format!("{value:?} is not a URL: {e}")))?;
+        let url = Url::parse(value).map_err(|e| {
+            // Echo what was written, but not a query or userinfo: either may hold a token.
+            let shown = match value.split_once('?') {
+                Some((before, _)) => format!("{before:?} (query not shown)"),
+                None => format!("{value:?}"),
+            };
+            let shown = if value.contains('@') {
+                "the value".to_owned()
+            } else {
+                shown
+            };
+            self.invalid(key, &format!("{shown} is not a URL: {e}"))
+        })?;
         match url.scheme() {
             "https" => {}
             "http" => {
@@ -888,7 +900,16 @@ impl Settings {
         );
         if let Some(f) = &self.forward {
             let masked = vec!["\"********\""; f.secrets.len()].join(", ");
-            let _ = writeln!(out, "\n[forward]\nurl = {}", quote(f.url.as_str()));
+            let hidden = if f.url.query().is_some() {
+                "  # its query is not shown"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "\n[forward]\nurl = {}{hidden}",
+                quote(&crate::http::redacted(&f.url))
+            );
             let _ = writeln!(out, "secret = [{masked}]  # {}", f.secrets[0].source);
             let _ = writeln!(out, "request_timeout = \"{}\"", duration_text(f.request_timeout));
             let _ = writeln!(out, "concurrency = {}", f.concurrency);

@@ -75,3 +75,14 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// The webhook URL without userinfo or query (either may carry a token).
+pub fn redacted(url: &reqwest::Url) -> String {
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!(
+        "{}://{}{port}{}",
+        url.scheme(),
+        url.host_str().unwrap_or("?"),
+        url.path()
+    )
+}

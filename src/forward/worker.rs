@@ -159,7 +159,10 @@ pub async fn attempt(client: reqwest::Client, url: Url, signer: Arc<Signer>, due
                     let _ = http::read_limited(response, 64 * 1024).await;
                     AttemptResult::Status { code, retry_after }
                 }
-                Err(e) => AttemptResult::Failed { error: http::chain(&e) },
+                // reqwest's error text names the URL, whose query may carry the receiver's token.
+                Err(e) => AttemptResult::Failed {
+                    error: http::chain(&e.without_url()),
+                },
             }
         }
     };
@@ -349,7 +352,7 @@ impl Forwarder {
 
     /// Delivers until cancelled; then lets the requests in flight finish within the request timeout.
     pub async fn run(mut self) {
-        tracing::info!(url = %redacted(&self.url), concurrency = self.concurrency, "forwarding to the PMS webhook");
+        tracing::info!(url = %http::redacted(&self.url), concurrency = self.concurrency, "forwarding to the PMS webhook");
         let mut tasks: JoinSet<Attempted> = JoinSet::new();
         let mut task_seq: HashMap<tokio::task::Id, i64> = HashMap::new();
         let mut in_flight: HashSet<i64> = HashSet::new();
@@ -542,15 +545,4 @@ fn collect(
             }
         }
     }
-}
-
-/// The webhook URL without userinfo or query (either may carry a token).
-pub fn redacted(url: &Url) -> String {
-    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-    format!(
-        "{}://{}{port}{}",
-        url.scheme(),
-        url.host_str().unwrap_or("?"),
-        url.path()
-    )
 }

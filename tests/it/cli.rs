@@ -84,6 +84,23 @@ async fn bad_configurations_exit_78_naming_the_file_and_the_key() {
         ),
         ("[booking\n".to_owned(), &[], vec!["line 1"]),
         (
+            format!(
+                "{VALID}\n[forward]\nurl = \"https://pms example/hook?token=s3cret-Pa55word\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+            ),
+            &[],
+            vec![
+                "forward.url",
+                "\"https://pms example/hook\" (query not shown) is not a URL",
+            ],
+        ),
+        (
+            format!(
+                "{VALID}\n[forward]\nurl = \"https://pms:s3cret-Pa55word@pms example/hook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+            ),
+            &[],
+            vec!["forward.url", "the value is not a URL"],
+        ),
+        (
             VALID.replace("password = \"s3cret-Pa55word\"", "password_file = \"/dev/zero\""),
             &[],
             vec!["booking.password_file", "larger than 64 KiB"],

@@ -703,6 +703,60 @@ async fn outcomes_the_store_refuses_are_kept_and_recorded_later_never_sent_again
 }
 
 #[tokio::test]
+async fn a_token_in_the_webhook_query_never_reaches_logs_errors_or_output() {
+    const TOKEN: &str = "query-token-7731";
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    // Slower than the request timeout: every attempt fails with a transport error, whose text names the URL.
+    let pms = FakePms::start(FakePmsOptions {
+        latency: Duration::from_secs(2),
+        ..FakePmsOptions::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    {
+        let store = Store::open(&path, Access::Consumer).unwrap();
+        commit_as_batch(&store, &[guest_message(74, 0).json], now_ms())
+            .await
+            .unwrap();
+    }
+    let section = format!(
+        "[forward]\nurl = \"{}?token={TOKEN}\"\nsecret = \"{}\"\nrequest_timeout = \"200ms\"\n\
+         [forward.retry]\ninitial_interval = \"20ms\"\n",
+        pms.url(),
+        pms.secret()
+    );
+    let config = write_config(dir.path(), &ota.base_url(), &section);
+
+    let checked = command(&config, &["check-config"]).await;
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("/hooks/guest-messages") && !stdout.contains(TOKEN),
+        "{stdout}"
+    );
+
+    let mut daemon = Daemon::run(&config);
+    let line = daemon.wait_for_logs("delivery attempt failed", 2).await;
+    assert!(line.contains("timed out") || line.contains("timeout"), "{line}");
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains(TOKEN), "{stderr}");
+    assert!(pms.read(|s| s.requests) >= 2, "the attempts reached the PMS");
+    let last_error: String = db(&path)
+        .query_row("SELECT last_error FROM deliveries WHERE seq = 1", [], |r| r.get(0))
+        .unwrap();
+    assert!(!last_error.contains(TOKEN), "{last_error}");
+}
+
+#[tokio::test]
 async fn forward_configuration_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let base = "[booking]\nusername = \"u\"\npassword = \"p\"\n[forward]\nurl = \"https://pms.example.com/hook\"\n";
