@@ -44,6 +44,7 @@ pub async fn serve(
                 listener,
                 store.path().to_owned(),
                 metrics.clone(),
+                crate::ops::status::Thresholds::default().fitted_to(&settings.booking),
                 cancel.clone(),
             )))
         }

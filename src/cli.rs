@@ -74,6 +74,9 @@ enum Command {
         /// Degraded when polls have been failing for longer than this.
         #[arg(long, default_value = "15m", value_parser = humantime::parse_duration, value_name = "DURATION")]
         max_failing: std::time::Duration,
+        /// Degraded when no poll has been recorded for this long (raised to suit a long poll_interval).
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        max_silent: std::time::Duration,
     },
     /// Write a consistent copy of the store to FILE (VACUUM INTO), while the daemon runs.
     Backup {
@@ -217,6 +220,7 @@ pub fn main() -> ExitCode {
             json,
             max_pending_age,
             max_failing,
+            max_silent,
         } => {
             let settings = match config::load_for_tools(&cli.config) {
                 Ok(settings) => settings,
@@ -225,8 +229,10 @@ pub fn main() -> ExitCode {
             let thresholds = crate::ops::status::Thresholds {
                 pending_age: max_pending_age,
                 failing_for: max_failing,
+                silent_for: max_silent,
                 ..Default::default()
-            };
+            }
+            .fitted_to(&settings.booking);
             match crate::ops::status::read(&settings.store.path, thresholds) {
                 Ok(status) => {
                     if json {

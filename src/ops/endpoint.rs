@@ -20,14 +20,25 @@ use crate::store::{self, StoreError, now_ms};
 struct Shared {
     store_path: PathBuf,
     metrics: Metrics,
+    thresholds: Thresholds,
 }
 
 /// Serves until `cancel` fires. The listener is bound by the caller, so a taken port fails start-up.
-pub async fn serve(listener: TcpListener, store_path: PathBuf, metrics: Metrics, cancel: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    store_path: PathBuf,
+    metrics: Metrics,
+    thresholds: Thresholds,
+    cancel: CancellationToken,
+) {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(scrape))
-        .with_state(Shared { store_path, metrics });
+        .with_state(Shared {
+            store_path,
+            metrics,
+            thresholds,
+        });
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
@@ -39,7 +50,7 @@ pub async fn serve(listener: TcpListener, store_path: PathBuf, metrics: Metrics,
 /// 200 when `ota-relay status` would say healthy; 503 with its problems otherwise (same default thresholds).
 async fn healthz(State(shared): State<Shared>) -> Response {
     let path = shared.store_path.clone();
-    let read = tokio::task::spawn_blocking(move || status::problems_now(&path, Thresholds::default())).await;
+    let read = tokio::task::spawn_blocking(move || status::problems_now(&path, shared.thresholds)).await;
     match read {
         Ok(Ok(problems)) if problems.is_empty() => {
             (StatusCode::OK, axum::Json(json!({ "status": "healthy" }))).into_response()

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
+use crate::config::BookingSettings;
 use crate::forward::outbox::{self, OutboxSummary};
 use crate::store::{self, StoreError, format_ms, now_ms};
 
@@ -19,6 +20,8 @@ pub struct Thresholds {
     pub failing_for: Duration,
     /// An answer that cannot be parsed has persisted for longer than this (a format change upstream).
     pub parse_failing_for: Duration,
+    /// No poll has been recorded for longer than this: the daemon is stopped, or its drain loop is stuck.
+    pub silent_for: Duration,
 }
 
 impl Default for Thresholds {
@@ -27,8 +30,25 @@ impl Default for Thresholds {
             pending_age: Duration::from_secs(3600),
             failing_for: Duration::from_secs(15 * 60),
             parse_failing_for: Duration::from_secs(5 * 60),
+            silent_for: Duration::from_secs(15 * 60),
         }
     }
+}
+
+impl Thresholds {
+    /// Raises `silent_for` to twice the longest quiet spell this configuration has without failing (a poll
+    /// interval or backoff wait and two request timeouts), so that a long `poll_interval` is not reported.
+    pub fn fitted_to(mut self, booking: &BookingSettings) -> Thresholds {
+        let quiet = booking.poll_interval.max(booking.backoff_max) + 2 * booking.request_timeout;
+        self.silent_for = self.silent_for.max(2 * quiet);
+        self
+    }
+}
+
+/// The source's row as `problems` needs it: times in ms.
+struct SourceTimes {
+    last_poll_at: Option<i64>,
+    failing_since: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,7 +141,7 @@ fn problems(
     now: i64,
     thresholds: Thresholds,
     outbox: &OutboxSummary,
-    source: &Option<(Source, Option<i64>)>,
+    source: &Option<(Source, SourceTimes)>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(age) = outbox.oldest_pending_age_s(now)
@@ -133,7 +153,24 @@ fn problems(
             humantime::format_duration(thresholds.pending_age)
         ));
     }
-    if let Some((s, Some(since))) = &source {
+    if let Some((_, times)) = source
+        && let Some(at) = times.last_poll_at
+        && (now - at) / 1000 > thresholds.silent_for.as_secs() as i64
+    {
+        problems.push(format!(
+            "no poll recorded for {} (threshold {}): ota-relay is not running, or its drain loop is stuck",
+            human((now - at) / 1000),
+            humantime::format_duration(thresholds.silent_for)
+        ));
+    }
+    if let Some((
+        s,
+        SourceTimes {
+            failing_since: Some(since),
+            ..
+        },
+    )) = &source
+    {
         let failing_s = (now - since).max(0) / 1000;
         let error = s.last_error.as_deref().unwrap_or("");
         let parse =
@@ -161,14 +198,15 @@ fn problems(
     problems
 }
 
-/// The Booking.com source, and when its current run of failures began (ms).
-fn read_source(conn: &Connection) -> rusqlite::Result<Option<(Source, Option<i64>)>> {
+/// The Booking.com source, with its last poll and the start of its current run of failures (ms).
+fn read_source(conn: &Connection) -> rusqlite::Result<Option<(Source, SourceTimes)>> {
     conn.query_row(
         "SELECT provider, last_poll_at, last_success_at, last_batch_at, failing_since, last_error, last_error_at
          FROM source_state ORDER BY provider LIMIT 1",
         [],
         |r| {
             let at = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.map(format_ms));
+            let last_poll_at: Option<i64> = r.get(1)?;
             let failing_since: Option<i64> = r.get(4)?;
             Ok((
                 Source {
@@ -180,7 +218,10 @@ fn read_source(conn: &Connection) -> rusqlite::Result<Option<(Source, Option<i64
                     last_error: r.get(5)?,
                     last_error_at: at(6)?,
                 },
-                failing_since,
+                SourceTimes {
+                    last_poll_at,
+                    failing_since,
+                },
             ))
         },
     )

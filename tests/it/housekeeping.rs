@@ -413,6 +413,29 @@ async fn the_daemon_runs_scheduled_jobs_and_status_shows_them() {
         text.contains("DEGRADED") && text.contains("polls have been failing"),
         "{text}"
     );
+    // Degraded: no poll for two hours (the daemon stopped, or its loop is stuck), unless the threshold allows it.
+    db(&dir.path().join("relay.db"))
+        .execute(
+            "UPDATE source_state SET failing_since = NULL, last_error = NULL, last_poll_at = ?1",
+            [now_ms() - 2 * 3_600_000],
+        )
+        .unwrap();
+    let out = cli(&config, &["status"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("no poll recorded for 2h"), "{text}");
+    let out = cli(&config, &["status", "--max-silent", "3h"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    // An hourly poll is not silence: the threshold grows with poll_interval.
+    let hourly = dir.path().join("hourly.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &hourly,
+        text.replace("poll_interval = \"100ms\"", "poll_interval = \"1h\""),
+    )
+    .unwrap();
+    let out = cli(&hourly, &["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 
     // Unreadable: not a store.
     std::fs::write(
