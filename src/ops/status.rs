@@ -163,13 +163,8 @@ fn problems(
             humantime::format_duration(thresholds.silent_for)
         ));
     }
-    if let Some((
-        s,
-        SourceTimes {
-            failing_since: Some(since),
-            ..
-        },
-    )) = &source
+    if let Some((s, times)) = source
+        && let Some(since) = times.failing_since
     {
         let failing_s = (now - since).max(0) / 1000;
         let error = s.last_error.as_deref().unwrap_or("");
