@@ -21,6 +21,10 @@ pub const ENV_FORWARD_SECRET: &str = "OTA_RELAY_FORWARD_SECRET";
 const DEFAULT_DUPLICATE_FILTER: &str = "0 */15 * * * *";
 const DEFAULT_RETENTION_JOB: &str = "0 30 3 * * *";
 const DEFAULT_MAINTENANCE: &str = "0 0 4 * * 0";
+const MINUTE: u64 = 60;
+const DAY: u64 = 86_400;
+/// A century: the longest finite retention (longer is a typo, or "forever").
+const RETENTION_MAX_DAYS: u64 = 36_500;
 const DEFAULT_CONTENT_RETENTION: &str = "30d";
 const DEFAULT_TOMBSTONE_RETENTION: &str = "400d";
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -514,10 +518,10 @@ impl Ctx<'_> {
                 }
             }
         };
-        let poll_interval = self.duration("booking.poll_interval", raw.poll_interval, 30)?;
-        let request_timeout = self.duration("booking.request_timeout", raw.request_timeout, 30)?;
-        let backoff_initial = self.duration("booking.backoff_initial", raw.backoff_initial, 1)?;
-        let backoff_max = self.duration("booking.backoff_max", raw.backoff_max, 60)?;
+        let poll_interval = self.duration("booking.poll_interval", raw.poll_interval, 30, DAY)?;
+        let request_timeout = self.duration("booking.request_timeout", raw.request_timeout, 30, 10 * MINUTE)?;
+        let backoff_initial = self.duration("booking.backoff_initial", raw.backoff_initial, 1, DAY)?;
+        let backoff_max = self.duration("booking.backoff_max", raw.backoff_max, 60, DAY)?;
         if backoff_max < backoff_initial {
             return Err(self.invalid(
                 "booking.backoff_max",
@@ -540,16 +544,26 @@ impl Ctx<'_> {
             .ok_or_else(|| self.invalid("forward.url", "is required in [forward]"))?;
         let url = self.url_with_query("forward.url", &url, warnings)?;
         let secrets = self.webhook_secrets(raw.secret, raw.secret_file)?;
-        let request_timeout = self.duration("forward.request_timeout", raw.request_timeout, 15)?;
+        let request_timeout = self.duration("forward.request_timeout", raw.request_timeout, 15, 10 * MINUTE)?;
         let concurrency = match raw.concurrency {
             None => 8,
             Some(n @ 1..=256) => n as usize,
             Some(n) => return Err(self.invalid("forward.concurrency", &format!("{n} is not between 1 and 256"))),
         };
         let retry = RetryPolicy {
-            initial_interval: self.duration("forward.retry.initial_interval", raw.retry.initial_interval, 5)?,
-            max_interval: self.duration("forward.retry.max_interval", raw.retry.max_interval, 3600)?,
-            give_up_after: self.duration("forward.retry.give_up_after", raw.retry.give_up_after, 72 * 3600)?,
+            initial_interval: self.duration(
+                "forward.retry.initial_interval",
+                raw.retry.initial_interval,
+                5,
+                7 * DAY,
+            )?,
+            max_interval: self.duration("forward.retry.max_interval", raw.retry.max_interval, 3600, 7 * DAY)?,
+            give_up_after: self.duration(
+                "forward.retry.give_up_after",
+                raw.retry.give_up_after,
+                72 * 3600,
+                365 * DAY,
+            )?,
         };
         if retry.max_interval < retry.initial_interval {
             return Err(self.invalid(
@@ -748,9 +762,19 @@ impl Ctx<'_> {
         Ok(url)
     }
 
-    fn duration(&self, key: &str, value: Option<Duration>, default_secs: u64) -> Result<Duration, ConfigError> {
+    /// A duration above zero and at most `max_secs`: beyond any sensible setting, where a typo ("30y" for "30s")
+    /// would otherwise overflow the timer arithmetic.
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<Duration>,
+        default_secs: u64,
+        max_secs: u64,
+    ) -> Result<Duration, ConfigError> {
+        let max = Duration::from_secs(max_secs);
         match value {
             Some(d) if d.is_zero() => Err(self.invalid(key, "must be longer than zero")),
+            Some(d) if d > max => Err(self.invalid(key, &format!("must be at most {}", duration_text(max)))),
             Some(d) => Ok(d),
             None => Ok(Duration::from_secs(default_secs)),
         }
@@ -796,6 +820,10 @@ impl Ctx<'_> {
             return Ok(None);
         }
         match humantime::parse_duration(&text) {
+            Ok(d) if d > Duration::from_secs(RETENTION_MAX_DAYS * DAY) => Err(self.invalid(
+                key,
+                &format!("must be at most {RETENTION_MAX_DAYS}days; to keep data indefinitely, write \"forever\""),
+            )),
             Ok(d) if !d.is_zero() => Ok(Some(d)),
             Ok(_) => Err(self.invalid(key, "must be above zero, or \"forever\"")),
             Err(e) => Err(self.invalid(

@@ -84,6 +84,24 @@ async fn bad_configurations_exit_78_naming_the_file_and_the_key() {
         ),
         ("[booking\n".to_owned(), &[], vec!["line 1"]),
         (
+            format!("{VALID}poll_interval = \"30y\"\n"),
+            &[],
+            vec!["booking.poll_interval", "must be at most 1day"],
+        ),
+        (
+            format!("{VALID}\n[retention]\ncontent = \"500years\"\n"),
+            &[],
+            vec!["retention.content", "at most 36500days", "\"forever\""],
+        ),
+        (
+            format!(
+                "{VALID}\n[forward]\nurl = \"https://pms.example/hook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+                 request_timeout = \"1h\"\n"
+            ),
+            &[],
+            vec!["forward.request_timeout", "must be at most 10m"],
+        ),
+        (
             format!(
                 "{VALID}\n[forward]\nurl = \"https://pms example/hook?token=s3cret-Pa55word\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
             ),
