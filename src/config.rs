@@ -370,7 +370,7 @@ fn parse_with(
     let mut warnings = Vec::new();
 
     let store = StoreSettings {
-        path: raw.store.path.unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_PATH)),
+        path: ctx.beside_config(raw.store.path.unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_PATH))),
     };
     if store.path.as_os_str().is_empty() {
         return Err(ctx.invalid("store.path", "must not be empty"));
@@ -457,6 +457,15 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// A relative path is taken from the configuration file's directory, not from the working directory, so that
+    /// the daemon (started in `/` by systemd) and an operator's command run elsewhere mean the same file.
+    fn beside_config(&self, path: PathBuf) -> PathBuf {
+        match self.path.parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path,
+        }
+    }
+
     fn invalid(&self, key: &str, message: &str) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_owned(),
@@ -608,6 +617,7 @@ impl Ctx<'_> {
             (Some(OneOrMany::One(s)), None, None) => (vec![s], SecretSource::Key(key.into())),
             (Some(OneOrMany::Many(list)), None, None) => (list, SecretSource::Key(key.into())),
             (None, Some(path), None) => {
+                let path = self.beside_config(path);
                 let text = read_bounded(&path, MAX_SECRET_FILE_BYTES)
                     .map_err(|e| self.invalid(file_key, &format!("cannot read {}: {e}", path.display())))?;
                 let lines = text
@@ -692,6 +702,7 @@ impl Ctx<'_> {
             }
             (Some(v), None, None) => (v, SecretSource::Key(key.to_owned())),
             (None, Some(path), None) => {
+                let path = self.beside_config(path);
                 let text = read_bounded(&path, MAX_SECRET_FILE_BYTES)
                     .map_err(|e| self.invalid(file_key, &format!("cannot read {}: {e}", path.display())))?;
                 let trimmed = text.strip_suffix('\n').unwrap_or(&text);

@@ -270,6 +270,23 @@ async fn the_example_configuration_is_valid_and_documents_every_key() {
 }
 
 #[tokio::test]
+async fn relative_paths_are_taken_from_the_configuration_files_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/pw"), "s3cret-Pa55word\n").unwrap();
+    let text = "[store]\npath = \"state/relay.db\"\n[booking]\nusername = \"relay\"\npassword_file = \"secrets/pw\"\n";
+    // The test runs in the crate's directory, where neither path exists.
+    let (code, stdout, stderr) = check_config(dir.path(), text, &[]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let store = dir.path().join("state/relay.db");
+    assert!(stdout.contains(&format!("path = \"{}\"", store.display())), "{stdout}");
+    assert!(
+        stdout.contains(&dir.path().join("secrets/pw").display().to_string()),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
 async fn config_path_comes_from_the_environment_when_not_given() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("env.toml");
