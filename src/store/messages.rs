@@ -96,6 +96,7 @@ impl Store {
     /// Stores every element of one answer in one transaction: new messages once, every copy in `receipts`,
     /// poison in `quarantine`. Returns only after COMMIT (WAL, synchronous=FULL) succeeded.
     pub async fn commit_batch(&self, batch: IncomingBatch) -> Result<Committed, StoreError> {
+        let file = self.open_file();
         self.call(move |conn| {
             // Invariant 1 (nothing confirmed before it is durable) rests on this commit's fsync: `Store::call`
             // runs every job at synchronous=FULL, switching back after outcome commits (which run at NORMAL).
@@ -178,6 +179,9 @@ impl Store {
                 .execute(params![batch_id, summary.new as i64, summary.redelivered as i64, summary.quarantined as i64])?;
             if batch.origin == BatchOrigin::Queue {
                 upsert_success(&tx, batch.provider, batch.fetched_at, true)?;
+            }
+            if let Some(file) = &file {
+                file.verify()?;
             }
             tx.commit()?;
             Ok(Committed {

@@ -66,6 +66,12 @@ pub enum StoreError {
     Full(String),
     #[error("store error: {0}")]
     Sqlite(rusqlite::Error),
+    #[error(
+        "store {0} was deleted or replaced while ota-relay had it open (a restore or a clean-up?); nothing more is \
+         stored or confirmed into the old file. Restart ota-relay: it opens what is at that path now (a new store \
+         if nothing is), and messages not confirmed yet are fetched again"
+    )]
+    Replaced(PathBuf),
     #[error("the store thread has stopped")]
     Closed,
     #[error(
@@ -104,6 +110,7 @@ struct Inner {
     // Dropped with the store: the checkpoint thread sees the disconnection and stops.
     _checkpointer: Option<mpsc::Sender<()>>,
     path: PathBuf,
+    file: Option<OpenFile>,
     // Held for the life of the process: the one-consumer-per-store lock.
     _lock: Option<File>,
 }
@@ -136,6 +143,11 @@ impl Store {
             startup_checks(&conn, path)?;
         }
         schema::migrate(&mut conn, path, access == Access::Consumer)?;
+        // SQLite in WAL mode keeps writing to a deleted or renamed file without complaint.
+        let file = match access {
+            Access::Consumer => Some(OpenFile::at(path)?),
+            Access::Shared => None,
+        };
         let checkpointer = match access {
             Access::Consumer => {
                 conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)?;
@@ -168,6 +180,7 @@ impl Store {
                 jobs,
                 _checkpointer: checkpointer,
                 path: path.to_owned(),
+                file,
                 _lock: lock,
             }),
         })
@@ -175,6 +188,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The daemon's store file as opened, to be checked before a commit that allows a confirm upstream.
+    pub(crate) fn open_file(&self) -> Option<OpenFile> {
+        self.inner.file.clone()
     }
 
     /// Runs `f` on the store thread with `synchronous = FULL` (a commit is on disk when it returns), and returns
@@ -249,6 +267,38 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>, StoreError> {
             detail: format!("cannot start the checkpoint thread: {e}"),
         })?;
     Ok(stop)
+}
+
+/// The store file the connection has open (device and inode), so that deleting or replacing it underneath (a
+/// restore by `mv`, a clean-up) stops the drain from confirming messages into a file nobody will open again.
+#[derive(Clone, Debug)]
+pub(crate) struct OpenFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl OpenFile {
+    fn at(path: &Path) -> Result<OpenFile, StoreError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path).map_err(|e| StoreError::Open {
+            path: path.to_owned(),
+            detail: format!("cannot read its metadata: {e}"),
+        })?;
+        Ok(OpenFile {
+            path: path.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// Ok while the path still names the file that was opened.
+    pub(crate) fn verify(&self) -> Result<(), StoreError> {
+        match OpenFile::at(&self.path) {
+            Ok(now) if (now.dev, now.ino) == (self.dev, self.ino) => Ok(()),
+            _ => Err(StoreError::Replaced(self.path.clone())),
+        }
+    }
 }
 
 fn take_lock(path: &Path) -> Result<File, StoreError> {

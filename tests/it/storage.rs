@@ -98,6 +98,39 @@ async fn a_store_job_that_panics_is_rolled_back_and_the_store_keeps_serving() {
     assert_eq!(count(&path, "SELECT count(*) FROM messages"), 3);
 }
 
+#[tokio::test]
+async fn a_store_replaced_underneath_the_daemon_gets_no_more_commits_or_confirms() {
+    let fake = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    fake.enqueue((0..100).map(|i| guest_message(94, i)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let config = write_config(dir.path(), &fake.base_url(), "");
+    let mut daemon = Daemon::run(&config);
+    within(30, "drained", fake.wait_for(|s| s.drained())).await;
+
+    // A restore by `mv` while the daemon runs: SQLite would go on writing to the old, now nameless file.
+    let restored = dir.path().join("restored.db");
+    std::fs::copy(&path, &restored).unwrap();
+    std::fs::rename(&restored, &path).unwrap();
+    fake.enqueue((100..105).map(|i| guest_message(94, i)));
+    let line = daemon.wait_for_log("was deleted or replaced").await;
+    assert!(line.contains(&path.display().to_string()), "{line}");
+    assert_eq!(
+        fake.read(|s| (s.puts, s.confirmed)),
+        (1, 100),
+        "nothing confirmed after the swap"
+    );
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(fake.read(|s| s.queue_len()), 5, "the new messages wait upstream");
+}
+
 async fn start_refused(config: &Path, envs: &[(&str, &str)]) -> (Option<i32>, String) {
     let (status, stderr) = Daemon::spawn(&["run", "--config", config.to_str().unwrap()], envs)
         .exit()
