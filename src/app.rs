@@ -51,7 +51,10 @@ pub async fn serve(
         None => None,
     };
     let mut running = settings.clone();
-    let mut workers = Workers::start(&running, &store, &wake, &metrics, &cancel)?;
+    // A worker's failure that only a restart fixes: the daemon stops and exits 1, and systemd starts it again.
+    let (fatal, mut fatal_reports) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut failure = None;
+    let mut workers = Workers::start(&running, &store, &wake, &metrics, &fatal, &cancel)?;
     // The store is open and checked, and every worker runs.
     crate::ops::notify::ready("started; first poll under way");
 
@@ -64,6 +67,11 @@ pub async fn serve(
         };
         tokio::select! {
             _ = cancel.cancelled() => break,
+            Some(reason) = fatal_reports.recv() => {
+                failure = Some(reason);
+                cancel.cancel();
+                break;
+            }
             Some(()) = requested => {
                 let log = &reloads.as_ref().expect("a request came from it").log;
                 let Some(new) = reload(&running, log) else { continue };
@@ -71,7 +79,7 @@ pub async fn serve(
                 if !workers.stop(shutdown_grace(&running), &cancel).await {
                     break;
                 }
-                match Workers::start(&new, &store, &wake, &metrics, &cancel) {
+                match Workers::start(&new, &store, &wake, &metrics, &fatal, &cancel) {
                     Ok(started) => {
                         workers = started;
                         running = new;
@@ -80,7 +88,7 @@ pub async fn serve(
                     }
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "cannot apply the new configuration; keeping the running one");
-                        workers = Workers::start(&running, &store, &wake, &metrics, &cancel)?;
+                        workers = Workers::start(&running, &store, &wake, &metrics, &fatal, &cancel)?;
                     }
                 }
             }
@@ -96,7 +104,10 @@ pub async fn serve(
     if let Some(task) = listener_task {
         let _ = task.await;
     }
-    Ok(())
+    match failure {
+        Some(reason) => Err(anyhow::anyhow!(reason)),
+        None => Ok(()),
+    }
 }
 
 /// One generation of workers (drain loop, delivery worker, job schedules) under a child token, so that a reload
@@ -112,6 +123,7 @@ impl Workers {
         store: &Store,
         wake: &Arc<Notify>,
         metrics: &Metrics,
+        fatal: &tokio::sync::mpsc::UnboundedSender<String>,
         cancel: &CancellationToken,
     ) -> anyhow::Result<Workers> {
         let token = cancel.child_token();
@@ -119,6 +131,7 @@ impl Workers {
         let drainer = Drainer::new(&settings.booking, store.clone(), token.clone())
             .context("cannot build the Booking.com HTTP client")?
             .notify_on_commit(wake.clone())
+            .report_fatal_to(fatal.clone())
             .with_metrics(metrics.clone());
         let forwarder = match &settings.forward {
             Some(forward) => {

@@ -79,6 +79,7 @@ pub struct Drainer {
     failures: FailureRun,
     idle: IdleLog,
     on_commit: Option<std::sync::Arc<tokio::sync::Notify>>,
+    fatal: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     stored_since_start: u64,
     metrics: Metrics,
 }
@@ -94,6 +95,7 @@ impl Drainer {
             failures: FailureRun::default(),
             idle: IdleLog::new(),
             on_commit: None,
+            fatal: None,
             stored_since_start: 0,
             metrics: Metrics::default(),
         })
@@ -102,6 +104,13 @@ impl Drainer {
     /// Wakes `notify` after every commit that stored new messages (the forwarder waits on it).
     pub fn notify_on_commit(mut self, notify: std::sync::Arc<tokio::sync::Notify>) -> Self {
         self.on_commit = Some(notify);
+        self
+    }
+
+    /// Stops the loop and sends the reason to `fatal` on a failure that waiting cannot fix but a restart does (the
+    /// store file was replaced underneath); without it, that failure is retried like any other.
+    pub fn report_fatal_to(mut self, fatal: tokio::sync::mpsc::UnboundedSender<String>) -> Self {
+        self.fatal = Some(fatal);
         self
     }
 
@@ -207,6 +216,13 @@ impl Drainer {
                     }
                 }
                 Err(DrainError::Cancelled) => break,
+                Err(DrainError::Store(e @ StoreError::Replaced(_))) if self.fatal.is_some() => {
+                    tracing::error!(error = %e, "stopping: the store must be opened again");
+                    if let Some(fatal) = &self.fatal {
+                        let _ = fatal.send(e.to_string());
+                    }
+                    break;
+                }
                 Err(error) => self.failed(error).await,
             };
             // An iteration completed (a poll answered, or a failure handled and its wait chosen).

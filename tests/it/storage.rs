@@ -99,7 +99,7 @@ async fn a_store_job_that_panics_is_rolled_back_and_the_store_keeps_serving() {
 }
 
 #[tokio::test]
-async fn a_store_replaced_underneath_the_daemon_gets_no_more_commits_or_confirms() {
+async fn a_store_replaced_underneath_the_daemon_confirms_nothing_more_and_exits_for_a_restart() {
     let fake = FakeOta::start(FakeOtaOptions {
         auth: basic_fake_auth(),
         ..FakeOtaOptions::default()
@@ -115,7 +115,9 @@ async fn a_store_replaced_underneath_the_daemon_gets_no_more_commits_or_confirms
 
     // A restore by `mv` while the daemon runs: SQLite would go on writing to the old, now nameless file.
     let restored = dir.path().join("restored.db");
-    std::fs::copy(&path, &restored).unwrap();
+    db(&path)
+        .execute("VACUUM INTO ?1", [restored.to_str().unwrap()])
+        .unwrap();
     std::fs::rename(&restored, &path).unwrap();
     fake.enqueue((100..105).map(|i| guest_message(94, i)));
     let line = daemon.wait_for_log("was deleted or replaced").await;
@@ -125,10 +127,21 @@ async fn a_store_replaced_underneath_the_daemon_gets_no_more_commits_or_confirms
         (1, 100),
         "nothing confirmed after the swap"
     );
+    // It exits 1 by itself, for systemd to start it again on what the path names now.
+    let (status, stderr) = daemon.exit().await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ota-relay: store") && stderr.contains("Restart ota-relay"),
+        "{stderr}"
+    );
+    assert_eq!(fake.read(|s| s.queue_len()), 5, "the new messages wait upstream");
+
+    let daemon = Daemon::run(&config);
+    within(30, "drained into the restored file", fake.wait_for(|s| s.drained())).await;
     daemon.signal(libc::SIGTERM);
     let (status, stderr) = daemon.exit().await;
     assert!(status.success(), "{stderr}");
-    assert_eq!(fake.read(|s| s.queue_len()), 5, "the new messages wait upstream");
+    assert_eq!(count(&path, "SELECT count(*) FROM messages"), 105);
 }
 
 async fn start_refused(config: &Path, envs: &[(&str, &str)]) -> (Option<i32>, String) {
