@@ -218,9 +218,7 @@ impl Drainer {
                 Err(DrainError::Cancelled) => break,
                 Err(DrainError::Store(e @ StoreError::Replaced(_))) if self.fatal.is_some() => {
                     tracing::error!(error = %e, "stopping: the store must be opened again");
-                    if let Some(fatal) = &self.fatal {
-                        let _ = fatal.send(e.to_string());
-                    }
+                    let _ = self.fatal.as_ref().map(|fatal| fatal.send(e.to_string()));
                     break;
                 }
                 Err(error) => self.failed(error).await,
