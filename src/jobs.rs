@@ -4,11 +4,11 @@
 //! sleep until then, run, repeat. Runs of a job therefore never overlap, a run in progress is waited for at
 //! shutdown (the task is tracked), and a runtime stall only delays the next run: the next occurrence is always
 //! computed from the wall clock after a run, never from the previous deadline. The sleep is sliced, so a clock
-//! change or a suspended machine is noticed within a minute. This replaces tokio-cron-scheduler; see the README.
+//! change (either way) or a suspended machine is noticed within a minute. This replaces tokio-cron-scheduler; see the README.
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -130,7 +130,7 @@ pub async fn run_schedule(
     tracing::info!(job = kind.name(), schedule = %schedule.pattern, timezone = timezone.name(), "job scheduled");
     loop {
         let now = Utc::now().with_timezone(&timezone);
-        let next = match schedule.cron.find_next_occurrence(&now, false) {
+        let mut next = match schedule.cron.find_next_occurrence(&now, false) {
             Ok(next) => next.with_timezone(&Utc),
             Err(e) => {
                 tracing::error!(job = kind.name(), error = %e, "the schedule has no next occurrence; job stopped");
@@ -138,7 +138,9 @@ pub async fn run_schedule(
             }
         };
         loop {
-            let left = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            let now = Utc::now();
+            next = next_due(&schedule.cron, timezone, next, now);
+            let left = (next - now).to_std().unwrap_or(Duration::ZERO);
             if left.is_zero() {
                 break;
             }
@@ -153,5 +155,20 @@ pub async fn run_schedule(
         // Errors are logged and recorded by run_once; the next occurrence is tried regardless.
         let ok = run_once(&store, kind, retention).await.is_ok();
         metrics.job_run(kind.name(), ok, now_ms());
+    }
+}
+
+/// When a job planned for `planned` runs, seen at `now`: the planned time, or the schedule's next occurrence after
+/// `now` if that comes first, which happens only when the clock went back since `planned` was computed. Without
+/// it, a clock that was years fast when the daemon started would hold every job (retention too) back for years.
+pub fn next_due(
+    cron: &croner::Cron,
+    timezone: chrono_tz::Tz,
+    planned: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    match cron.find_next_occurrence(&now.with_timezone(&timezone), false) {
+        Ok(next) => planned.min(next.with_timezone(&Utc)),
+        Err(_) => planned,
     }
 }

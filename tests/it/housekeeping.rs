@@ -475,6 +475,30 @@ async fn a_run_of_failures_that_began_before_the_clock_went_back_is_timed_from_n
     );
 }
 
+#[test]
+fn a_job_planned_while_the_clock_was_fast_runs_on_the_true_schedule_once_it_is_set_right() {
+    use chrono::{DateTime, Utc};
+    let at = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
+    let every_quarter = jobs::parse_schedule("0 */15 * * * *").unwrap();
+    let nightly = jobs::parse_schedule("0 30 3 * * *").unwrap();
+    let amsterdam = chrono_tz::Europe::Amsterdam;
+    let now = at("2026-11-26T13:07:00Z");
+    // Planned when the clock read ten years ahead; the clock has since been set right.
+    let fast = at("2036-11-26T13:07:00Z");
+    for (cron, expected) in [
+        (&every_quarter, "2026-11-26T13:15:00Z"),
+        (&nightly, "2026-11-27T02:30:00Z"),
+    ] {
+        let planned = cron
+            .find_next_occurrence(&fast.with_timezone(&amsterdam), false)
+            .unwrap();
+        let due = jobs::next_due(cron, amsterdam, planned.with_timezone(&Utc), now);
+        assert_eq!(due, at(expected));
+        // A plan made under the right clock stands.
+        assert_eq!(jobs::next_due(cron, amsterdam, at(expected), now), at(expected));
+    }
+}
+
 #[tokio::test]
 async fn backup_is_consistent_while_the_daemon_writes() {
     let ota = FakeOta::start(FakeOtaOptions {
