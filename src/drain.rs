@@ -148,6 +148,8 @@ impl Drainer {
         }
         if answer.elements.is_empty() {
             self.metrics.poll("empty");
+            // An idle queue commits nothing, so a replaced store file is looked for here too.
+            self.store.check_file()?;
             return Ok(BatchReport {
                 elapsed: started.elapsed(),
                 ..BatchReport::default()

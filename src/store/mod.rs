@@ -195,6 +195,11 @@ impl Store {
         self.inner.file.clone()
     }
 
+    /// `Replaced` if the store's path no longer names the file the daemon opened (no check for tools).
+    pub fn check_file(&self) -> Result<(), StoreError> {
+        self.inner.file.as_ref().map_or(Ok(()), OpenFile::verify)
+    }
+
     /// Runs `f` on the store thread with `synchronous = FULL` (a commit is on disk when it returns), and returns
     /// its result.
     pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>

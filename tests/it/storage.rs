@@ -98,6 +98,16 @@ async fn a_store_job_that_panics_is_rolled_back_and_the_store_keeps_serving() {
     assert_eq!(count(&path, "SELECT count(*) FROM messages"), 3);
 }
 
+/// A restore by `mv` while the daemon runs: a consistent copy of the store renamed over it. SQLite would go on
+/// writing to the old, now nameless file.
+fn replace_store(path: &Path) {
+    let restored = path.with_extension("restored");
+    db(path)
+        .execute("VACUUM INTO ?1", [restored.to_str().unwrap()])
+        .unwrap();
+    std::fs::rename(&restored, path).unwrap();
+}
+
 #[tokio::test]
 async fn a_store_replaced_underneath_the_daemon_confirms_nothing_more_and_exits_for_a_restart() {
     let fake = FakeOta::start(FakeOtaOptions {
@@ -110,38 +120,39 @@ async fn a_store_replaced_underneath_the_daemon_confirms_nothing_more_and_exits_
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.db");
     let config = write_config(dir.path(), &fake.base_url(), "");
-    let mut daemon = Daemon::run(&config);
+    let daemon = Daemon::run(&config);
     within(30, "drained", fake.wait_for(|s| s.drained())).await;
 
-    // A restore by `mv` while the daemon runs: SQLite would go on writing to the old, now nameless file.
-    let restored = dir.path().join("restored.db");
-    db(&path)
-        .execute("VACUUM INTO ?1", [restored.to_str().unwrap()])
-        .unwrap();
-    std::fs::rename(&restored, &path).unwrap();
-    fake.enqueue((100..105).map(|i| guest_message(94, i)));
-    let line = daemon.wait_for_log("was deleted or replaced").await;
-    assert!(line.contains(&path.display().to_string()), "{line}");
-    assert_eq!(
-        fake.read(|s| (s.puts, s.confirmed)),
-        (1, 100),
-        "nothing confirmed after the swap"
-    );
-    // It exits 1 by itself, for systemd to start it again on what the path names now.
+    // Idle: the next empty poll notices, and the daemon exits 1 for systemd to start it on the new file.
+    replace_store(&path);
     let (status, stderr) = daemon.exit().await;
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("ota-relay: store") && stderr.contains("Restart ota-relay"),
+        stderr.contains(&format!("ota-relay: store {} was deleted or replaced", path.display())),
         "{stderr}"
     );
-    assert_eq!(fake.read(|s| s.queue_len()), 5, "the new messages wait upstream");
+
+    // Busy: messages arrive just after the swap; none is confirmed into the old file.
+    let daemon = Daemon::run(&config);
+    fake.enqueue((100..105).map(|i| guest_message(94, i)));
+    within(30, "drained into the restored file", fake.wait_for(|s| s.drained())).await;
+    let puts = fake.read(|s| s.puts);
+    replace_store(&path);
+    fake.enqueue((105..110).map(|i| guest_message(94, i)));
+    let (status, stderr) = daemon.exit().await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        fake.read(|s| (s.puts, s.queue_len())),
+        (puts, 5),
+        "nothing confirmed after the swap"
+    );
 
     let daemon = Daemon::run(&config);
-    within(30, "drained into the restored file", fake.wait_for(|s| s.drained())).await;
+    within(30, "drained after the restart", fake.wait_for(|s| s.drained())).await;
     daemon.signal(libc::SIGTERM);
     let (status, stderr) = daemon.exit().await;
     assert!(status.success(), "{stderr}");
-    assert_eq!(count(&path, "SELECT count(*) FROM messages"), 105);
+    assert_eq!(count(&path, "SELECT count(*) FROM messages"), 110);
 }
 
 async fn start_refused(config: &Path, envs: &[(&str, &str)]) -> (Option<i32>, String) {
