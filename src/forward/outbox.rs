@@ -172,6 +172,23 @@ impl Outbox {
             .await
     }
 
+    /// Makes every pending delivery scheduled after `now` due at its message's arrival time, so the backlog goes
+    /// out oldest first; returns how many. For the end of a PMS outage: those retries waited for the PMS, and the
+    /// oldest messages, attempted first, would otherwise go last, up to `max_interval` later.
+    pub async fn due_after_outage(&self, now: i64) -> Result<usize, StoreError> {
+        self.store
+            .call_without_fsync(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "UPDATE deliveries INDEXED BY deliveries_due
+                         SET next_attempt_at = (SELECT m.first_seen_at FROM messages m WHERE m.seq = deliveries.seq)
+                         WHERE state = 'pending' AND next_attempt_at > ?1",
+                    )?
+                    .execute(params![now])?)
+            })
+            .await
+    }
+
     pub async fn summary(&self) -> Result<OutboxSummary, StoreError> {
         self.store.read(|conn| Ok(summary(conn)?)).await
     }

@@ -199,18 +199,19 @@ impl PmsHealth {
         }
     }
 
-    fn record(&mut self, result: &AttemptResult, policy: &RetryPolicy) {
+    /// Records one attempt's result; true when it ends a failing spell (the PMS is back).
+    fn record(&mut self, result: &AttemptResult, policy: &RetryPolicy) -> bool {
         if result.is_success() || result.is_gone() {
-            if let Some(since) = self.failing_since.take() {
+            let recovered = self.failing_since.take().inspect(|since| {
                 tracing::info!(
                     down_for_s = since.elapsed().as_secs(),
                     probes = self.probes,
-                    "PMS webhook recovered; resuming full concurrency"
+                    "PMS webhook recovered; resuming full concurrency with the deliveries that waited for it"
                 );
-            }
+            });
             self.consecutive_failures = 0;
             self.probes = 0;
-            return;
+            return recovered.is_some();
         }
         self.consecutive_failures += 1;
         if !self.failing() && self.consecutive_failures >= FAILING_AFTER {
@@ -224,6 +225,7 @@ impl PmsHealth {
             self.probes += 1;
             self.next_probe = Instant::now() + retry_delay(policy, self.probes, fastrand::f64());
         }
+        false
     }
 }
 
@@ -307,8 +309,9 @@ impl Forwarder {
             .map(|a| decide(&self.retry, a, fastrand::f64()))
             .collect();
         self.outbox.record(outcomes.clone()).await?;
+        let mut recovered = false;
         for (a, o) in attempted.iter().zip(&outcomes) {
-            self.health.record(&a.result, &self.retry);
+            recovered |= self.health.record(&a.result, &self.retry);
             if !a.took.is_zero() {
                 self.metrics.request("pms", "deliver", a.took);
             }
@@ -347,6 +350,13 @@ impl Forwarder {
             }
         }
         self.delivered_since_summary += report.delivered as u64;
+        if recovered {
+            // The retries scheduled during the outage waited for the PMS, not for their messages.
+            match self.outbox.due_after_outage(now_ms()).await {
+                Ok(n) => tracing::info!(deliveries = n, "deliveries that waited for a retry are due now"),
+                Err(e) => tracing::warn!(error = %e, "cannot reschedule the deliveries that waited for the PMS"),
+            }
+        }
         Ok(report)
     }
 

@@ -757,6 +757,48 @@ async fn a_token_in_the_webhook_query_never_reaches_logs_errors_or_output() {
 }
 
 #[tokio::test]
+async fn when_the_pms_comes_back_the_retries_that_waited_for_it_go_at_once() {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
+    // An outage that asks for an hour: the first round and two probes are told "Retry-After: 3600".
+    for _ in 0..6 {
+        pms.reply_next(PmsReply::RetryAfter {
+            status: 503,
+            seconds: 3600,
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    {
+        let store = Store::open(&path, Access::Consumer).unwrap();
+        let elements: Vec<String> = (0..10).map(|i| guest_message(75, i).json).collect();
+        commit_as_batch(&store, &elements, now_ms()).await.unwrap();
+    }
+    let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 4"));
+    let mut daemon = Daemon::run(&config);
+    daemon.wait_for_log("PMS webhook failing").await;
+    let line = daemon
+        .wait_for_log("deliveries that waited for a retry are due now")
+        .await;
+    assert!(line.contains("deliveries=6"), "the six told to wait an hour: {line}");
+    within(
+        30,
+        "every message delivered",
+        pms.wait_for(|s| s.accepted_count() == 10),
+    )
+    .await;
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(pms.read(|s| (s.requests, s.duplicates())), (16, 0));
+}
+
+#[tokio::test]
 async fn forward_configuration_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let base = "[booking]\nusername = \"u\"\npassword = \"p\"\n[forward]\nurl = \"https://pms.example.com/hook\"\n";
