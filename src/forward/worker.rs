@@ -7,7 +7,8 @@
 //! - Retry times are computed from the stored attempt count and stored (a durable outbox cannot keep a retry
 //!   iterator across restarts).
 //! - While the PMS is failing, one probe at a time at the backoff pace, not every due row: a PMS coming back
-//!   from an outage is not hit by the whole backlog's retries at once.
+//!   from an outage is not hit by the whole backlog's retries at once. When a probe succeeds, the retries
+//!   scheduled during the outage are due again, and go at full concurrency, oldest first.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
