@@ -433,8 +433,15 @@ impl Forwarder {
             if let Some(at) = commit_retry_at.filter(|_| holding) {
                 wake_at = wake_at.min(at);
             } else if self.health.failing() && tasks.is_empty() {
-                // Nothing may be sent before the next probe, so there is nothing to claim before it either.
-                wake_at = wake_at.min(self.health.next_probe);
+                // Nothing may be sent before the next probe, so there is nothing to claim before it either; and
+                // with nothing ready, a probe also waits for a row to come due (waking at a past probe time
+                // instead would spin until then).
+                let probe_at = if ready.is_empty() {
+                    self.health.next_probe.max(rescan_at)
+                } else {
+                    self.health.next_probe
+                };
+                wake_at = wake_at.min(probe_at);
             } else if ready.is_empty() && tasks.len() < self.concurrency {
                 wake_at = wake_at.min(rescan_at);
             }

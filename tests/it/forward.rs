@@ -798,6 +798,50 @@ async fn when_the_pms_comes_back_the_retries_that_waited_for_it_go_at_once() {
     assert_eq!(pms.read(|s| (s.requests, s.duplicates())), (16, 0));
 }
 
+/// User plus system CPU time of a process, in clock ticks (1/100 s).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn a_failing_pms_with_every_retry_scheduled_later_is_waited_for_without_spinning() {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
+    // Every message is told to come back in an hour: no row is due, the next probe time passes.
+    for _ in 0..4 {
+        pms.reply_next(PmsReply::RetryAfter {
+            status: 503,
+            seconds: 3600,
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    {
+        let store = Store::open(&path, Access::Consumer).unwrap();
+        let elements: Vec<String> = (0..4).map(|i| guest_message(76, i).json).collect();
+        commit_as_batch(&store, &elements, now_ms()).await.unwrap();
+    }
+    let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 4"));
+    let mut daemon = Daemon::run(&config);
+    daemon.wait_for_log("PMS webhook failing").await;
+    // An observation window, not a synchronisation: a loop that spins spends most of it on the CPU.
+    let before = cpu_ticks(daemon.pid());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let spent = cpu_ticks(daemon.pid()) - before;
+    assert!(spent < 40, "{spent} ticks of CPU in 3 s of waiting");
+    assert_eq!(pms.read(|s| s.requests), 4, "nothing sent before the hour");
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+}
+
 #[tokio::test]
 async fn forward_configuration_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
