@@ -442,7 +442,8 @@ impl Forwarder {
                     self.health.next_probe
                 };
                 wake_at = wake_at.min(probe_at);
-            } else if ready.is_empty() && tasks.len() < self.concurrency {
+            } else if !self.health.failing() && ready.is_empty() && tasks.len() < self.concurrency {
+                // (Failing with a request in flight, nothing can be claimed before it ends: wait for it.)
                 wake_at = wake_at.min(rescan_at);
             }
             tokio::select! {
