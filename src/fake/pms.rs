@@ -56,6 +56,11 @@ pub enum PmsReply {
     },
     /// A redirect, which must not be followed.
     Redirect,
+    /// `status`, but only after `after`: longer than the client's timeout, a request that hangs.
+    Late {
+        status: u16,
+        after: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -241,8 +246,11 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         }
         PmsReply::Status(if random_failure { 500 } else { 200 })
     });
+    if let PmsReply::Late { after, .. } = reply {
+        tokio::time::sleep(after).await;
+    }
     let (status, response) = match reply {
-        PmsReply::Status(code) => {
+        PmsReply::Status(code) | PmsReply::Late { status: code, .. } => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (code, (status, "{}").into_response())
         }

@@ -843,6 +843,47 @@ async fn a_failing_pms_with_every_retry_scheduled_later_is_waited_for_without_sp
 }
 
 #[tokio::test]
+async fn a_pms_that_fails_while_a_request_hangs_is_waited_for_without_spinning() {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
+    // Three quick failures make the PMS "failing" while the fourth request is still waiting for its answer.
+    for _ in 0..3 {
+        pms.reply_next(PmsReply::Status(503));
+    }
+    pms.reply_next(PmsReply::Late {
+        status: 200,
+        after: Duration::from_secs(10),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    {
+        let store = Store::open(&path, Access::Consumer).unwrap();
+        let elements: Vec<String> = (0..4).map(|i| guest_message(77, i).json).collect();
+        commit_as_batch(&store, &elements, now_ms()).await.unwrap();
+    }
+    let section =
+        forward_section(&pms, "concurrency = 4").replace("request_timeout = \"2s\"", "request_timeout = \"5s\"");
+    let config = write_config(dir.path(), &ota.base_url(), &section);
+    let mut daemon = Daemon::run(&config);
+    daemon.wait_for_log("PMS webhook failing").await;
+    within(5, "the hanging request", pms.wait_for(|s| s.in_flight == 1)).await;
+    // An observation window inside the hanging request's timeout, not a synchronisation.
+    let before = cpu_ticks(daemon.pid());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = cpu_ticks(daemon.pid()) - before;
+    assert!(spent < 30, "{spent} ticks of CPU in 2 s of waiting");
+    assert_eq!(pms.read(|s| s.requests), 4, "no probe while a request is in flight");
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+}
+
+#[tokio::test]
 async fn forward_configuration_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let base = "[booking]\nusername = \"u\"\npassword = \"p\"\n[forward]\nurl = \"https://pms.example.com/hook\"\n";
