@@ -101,6 +101,16 @@ fn webhook_id(sample: &SampleMessage) -> String {
     format!("booking.com:{}", sample.message_id)
 }
 
+/// A store at `path` holding seed `seed`'s first `n` sample messages, pending, committed as the drain would
+/// and closed again for the daemon to open: the messages.
+async fn stored(path: &std::path::Path, seed: u64, n: u64) -> Vec<SampleMessage> {
+    let samples: Vec<SampleMessage> = (0..n).map(|i| guest_message(seed, i)).collect();
+    let store = Store::open(path, Access::Consumer).unwrap();
+    let elements: Vec<String> = samples.iter().map(|s| s.json.clone()).collect();
+    commit_as_batch(&store, &elements, now_ms()).await.unwrap();
+    samples
+}
+
 #[test]
 fn signatures_match_the_standard_webhooks_test_vector() {
     let signer = Signer::new(&[Secret::inline(VECTOR_SECRET)]).unwrap();
@@ -594,12 +604,7 @@ async fn deliveries_scheduled_before_the_clock_went_back_are_due_now_and_later_r
     let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.db");
-    let samples: Vec<SampleMessage> = (0..5).map(|i| guest_message(72, i)).collect();
-    {
-        let store = Store::open(&path, Access::Consumer).unwrap();
-        let elements: Vec<String> = samples.iter().map(|s| s.json.clone()).collect();
-        commit_as_batch(&store, &elements, now_ms()).await.unwrap();
-    }
+    let samples = stored(&path, 72, 5).await;
     // Rows 1 and 2 were scheduled 30 days ahead by a clock that has since gone back; row 3 is a retry due in 30
     // minutes, within the longest delay the worker schedules (Retry-After is honoured up to an hour).
     let now = now_ms();
@@ -659,12 +664,7 @@ async fn outcomes_the_store_refuses_are_kept_and_recorded_later_never_sent_again
     let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.db");
-    let samples: Vec<SampleMessage> = (0..12).map(|i| guest_message(73, i)).collect();
-    {
-        let store = Store::open(&path, Access::Consumer).unwrap();
-        let elements: Vec<String> = samples.iter().map(|s| s.json.clone()).collect();
-        commit_as_batch(&store, &elements, now_ms()).await.unwrap();
-    }
+    stored(&path, 73, 12).await;
     // Every outcome commit fails, as on a full disk; claims (reads) still work.
     db(&path)
         .execute_batch(
@@ -720,12 +720,7 @@ async fn a_token_in_the_webhook_query_never_reaches_logs_errors_or_output() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.db");
-    {
-        let store = Store::open(&path, Access::Consumer).unwrap();
-        commit_as_batch(&store, &[guest_message(74, 0).json], now_ms())
-            .await
-            .unwrap();
-    }
+    stored(&path, 74, 1).await;
     let section = format!(
         "[forward]\nurl = \"{}?token={TOKEN}\"\nsecret = \"{}\"\nrequest_timeout = \"200ms\"\n\
          [forward.retry]\ninitial_interval = \"20ms\"\n",
@@ -774,11 +769,7 @@ async fn when_the_pms_comes_back_the_retries_that_waited_for_it_go_at_once() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.db");
-    {
-        let store = Store::open(&path, Access::Consumer).unwrap();
-        let elements: Vec<String> = (0..10).map(|i| guest_message(75, i).json).collect();
-        commit_as_batch(&store, &elements, now_ms()).await.unwrap();
-    }
+    stored(&path, 75, 10).await;
     let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 4"));
     let mut daemon = Daemon::run(&config);
     daemon.wait_for_log("PMS webhook failing").await;
@@ -823,11 +814,7 @@ async fn a_failing_pms_with_every_retry_scheduled_later_is_waited_for_without_sp
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.db");
-    {
-        let store = Store::open(&path, Access::Consumer).unwrap();
-        let elements: Vec<String> = (0..4).map(|i| guest_message(76, i).json).collect();
-        commit_as_batch(&store, &elements, now_ms()).await.unwrap();
-    }
+    stored(&path, 76, 4).await;
     let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 4"));
     let mut daemon = Daemon::run(&config);
     daemon.wait_for_log("PMS webhook failing").await;
@@ -861,11 +848,7 @@ async fn a_pms_that_fails_while_a_request_hangs_is_waited_for_without_spinning()
     });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.db");
-    {
-        let store = Store::open(&path, Access::Consumer).unwrap();
-        let elements: Vec<String> = (0..4).map(|i| guest_message(77, i).json).collect();
-        commit_as_batch(&store, &elements, now_ms()).await.unwrap();
-    }
+    stored(&path, 77, 4).await;
     let section =
         forward_section(&pms, "concurrency = 4").replace("request_timeout = \"2s\"", "request_timeout = \"5s\"");
     let config = write_config(dir.path(), &ota.base_url(), &section);
