@@ -17,6 +17,14 @@ use crate::jobs::JobKind;
 use crate::ops::metrics::Metrics;
 use crate::store::{Access, Store};
 
+/// What wakes the delivery worker: new messages committed by the drain loop, and an operator command (SIGUSR1),
+/// which also sends a probe at once when the PMS counts as failing.
+#[derive(Clone, Default)]
+pub struct Wake {
+    pub commits: Arc<Notify>,
+    pub operator: Arc<Notify>,
+}
+
 /// SIGHUP requests, and the handle that applies a new log level.
 pub struct Reloads {
     pub requests: tokio::sync::mpsc::UnboundedReceiver<()>,
@@ -24,12 +32,12 @@ pub struct Reloads {
 }
 
 /// Runs the daemon until `cancel` fires, then waits (bounded) for the workers to finish what they hold.
-/// `wake` wakes the delivery worker (new messages are committed, or an operator replayed dead letters).
+/// `wake` wakes the delivery worker (new messages are committed, or an operator changed the outbox).
 pub async fn serve(
     settings: &Settings,
     store: Store,
     cancel: CancellationToken,
-    wake: Arc<Notify>,
+    wake: Wake,
     mut reloads: Option<Reloads>,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new();
@@ -121,7 +129,7 @@ impl Workers {
     fn start(
         settings: &Settings,
         store: &Store,
-        wake: &Arc<Notify>,
+        wake: &Wake,
         metrics: &Metrics,
         fatal: &tokio::sync::mpsc::UnboundedSender<String>,
         cancel: &CancellationToken,
@@ -130,13 +138,15 @@ impl Workers {
         let tracker = TaskTracker::new();
         let drainer = Drainer::new(&settings.booking, store.clone(), token.clone())
             .context("cannot build the Booking.com HTTP client")?
-            .notify_on_commit(wake.clone())
+            .notify_on_commit(wake.commits.clone())
             .report_fatal_to(fatal.clone())
             .with_metrics(metrics.clone());
         let forwarder = match &settings.forward {
-            Some(forward) => {
-                Some(Forwarder::new(forward, store.clone(), wake.clone(), token.clone())?.with_metrics(metrics.clone()))
-            }
+            Some(forward) => Some(
+                Forwarder::new(forward, store.clone(), wake.commits.clone(), token.clone())?
+                    .woken_by_operator(wake.operator.clone())
+                    .with_metrics(metrics.clone()),
+            ),
             None => {
                 tracing::info!("[forward] is not configured: messages are stored and wait in the outbox");
                 None
@@ -289,9 +299,9 @@ pub async fn run(settings: Settings, log: crate::telemetry::LogHandle) -> anyhow
         "ota-relay started"
     );
     let cancel = CancellationToken::new();
-    let wake = Arc::new(Notify::new());
+    let wake = Wake::default();
     let (hup, requests) = tokio::sync::mpsc::unbounded_channel();
-    let signals = listen_for_signals(cancel.clone(), wake.clone(), hup)?;
+    let signals = listen_for_signals(cancel.clone(), wake.operator.clone(), hup)?;
     let result = serve(&settings, store, cancel, wake, Some(Reloads { requests, log })).await;
     signals.close();
     tracing::info!("ota-relay stopped");
@@ -319,7 +329,7 @@ async fn open_store(path: std::path::PathBuf) -> anyhow::Result<Store> {
 /// asks `serve` to reload.
 fn listen_for_signals(
     cancel: CancellationToken,
-    wake: Arc<Notify>,
+    operator: Arc<Notify>,
     hup: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> anyhow::Result<signal_hook_tokio::Handle> {
     let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
@@ -333,7 +343,7 @@ fn listen_for_signals(
                 }
                 SIGUSR1 => {
                     tracing::debug!("SIGUSR1: looking at the outbox");
-                    wake.notify_one();
+                    operator.notify_one();
                 }
                 _ => {
                     let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };

@@ -78,6 +78,9 @@ enum Command {
         #[arg(long, default_value = "15m", value_parser = humantime::parse_duration, value_name = "DURATION")]
         max_silent: std::time::Duration,
     },
+    /// Make every pending delivery that waits for a retry due now (the PMS is back after an outage); a running
+    /// daemon sends them at once, oldest first.
+    RetryNow,
     /// Write a consistent copy of the store to FILE (VACUUM INTO), while the daemon runs.
     Backup {
         /// The new file (never overwritten).
@@ -252,6 +255,7 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::RetryNow => tool(&cli.config, |store| Ok(crate::ops::dead_letters::retry_now(store)?)),
         Command::Backup { file } => tool(&cli.config, |store| crate::ops::tools::backup(store, &file)),
         Command::Quarantine(command) => tool(&cli.config, |store| match command {
             QuarantineCommand::List { json } => crate::ops::tools::quarantine_list(store, json),

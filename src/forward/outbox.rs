@@ -177,15 +177,7 @@ impl Outbox {
     /// oldest messages, attempted first, would otherwise go last, up to `max_interval` later.
     pub async fn due_after_outage(&self, now: i64) -> Result<usize, StoreError> {
         self.store
-            .call_without_fsync(move |conn| {
-                Ok(conn
-                    .prepare_cached(
-                        "UPDATE deliveries INDEXED BY deliveries_due
-                         SET next_attempt_at = (SELECT m.first_seen_at FROM messages m WHERE m.seq = deliveries.seq)
-                         WHERE state = 'pending' AND next_attempt_at > ?1",
-                    )?
-                    .execute(params![now])?)
-            })
+            .call_without_fsync(move |conn| Ok(retry_now(conn, now)?))
             .await
     }
 
@@ -269,6 +261,17 @@ pub fn dead_letters(conn: &Connection) -> rusqlite::Result<Vec<DeadLetter>> {
         })
     })?;
     rows.collect()
+}
+
+/// Makes every pending delivery scheduled after `now` due at its message's arrival time (so they go oldest first)
+/// and returns how many: `ota-relay retry-now` after a PMS outage, and the worker itself when a probe succeeds.
+pub fn retry_now(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE deliveries INDEXED BY deliveries_due
+         SET next_attempt_at = (SELECT m.first_seen_at FROM messages m WHERE m.seq = deliveries.seq)
+         WHERE state = 'pending' AND next_attempt_at > ?1",
+    )?
+    .execute(params![now])
 }
 
 /// Which dead letters to replay.

@@ -239,6 +239,7 @@ pub struct Forwarder {
     retry: RetryPolicy,
     request_timeout: Duration,
     wake: Arc<Notify>,
+    operator: Arc<Notify>,
     cancel: CancellationToken,
     health: PmsHealth,
     delivered_since_summary: u64,
@@ -270,12 +271,20 @@ impl Forwarder {
             retry: settings.retry,
             request_timeout: settings.request_timeout,
             wake,
+            operator: Arc::new(Notify::new()),
             cancel,
             health: PmsHealth::new(),
             delivered_since_summary: 0,
             commit_backoff: Backoff::new(COMMIT_RETRY_FIRST, COMMIT_RETRY_MAX),
             metrics: Metrics::default(),
         })
+    }
+
+    /// Woken by an operator command (SIGUSR1): looks at the outbox at once and, while the PMS counts as failing,
+    /// sends the next probe now rather than at the backoff pace (the operator says the PMS is back).
+    pub fn woken_by_operator(mut self, operator: Arc<Notify>) -> Self {
+        self.operator = operator;
+        self
     }
 
     /// Counts deliveries by outcome and their latency into `metrics` (the daemon's `/metrics`).
@@ -456,6 +465,10 @@ impl Forwarder {
                     }
                 }
                 _ = self.wake.notified() => rescan_at = Instant::now(),
+                _ = self.operator.notified() => {
+                    rescan_at = Instant::now();
+                    self.health.next_probe = Instant::now();
+                }
                 _ = tokio::time::sleep_until(wake_at.into()) => {}
             }
             if Instant::now() >= summary_at {

@@ -62,3 +62,15 @@ pub fn replay(store_path: &Path, which: &Replay) -> Result<(usize, String), Stor
     let woken = super::wake::wake_daemon(store_path);
     Ok((replayed, format!("replayed {replayed} dead letter(s); {woken}\n")))
 }
+
+/// `ota-relay retry-now`: every pending delivery waiting for a retry is due now; a running daemon is woken and, if
+/// it counts the PMS as failing, probes at once.
+pub fn retry_now(store_path: &Path) -> Result<String, StoreError> {
+    let conn = store::open_for_tools(store_path)?;
+    let due = outbox::retry_now(&conn, now_ms())?;
+    drop(conn);
+    let woken = super::wake::wake_daemon(store_path);
+    Ok(format!(
+        "{due} pending deliveries waiting for a retry are due now; {woken}\n"
+    ))
+}

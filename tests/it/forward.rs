@@ -867,6 +867,42 @@ async fn a_pms_that_fails_while_a_request_hangs_is_waited_for_without_spinning()
 }
 
 #[tokio::test]
+async fn retry_now_after_an_outage_sends_what_waited_at_once_even_at_a_slow_probe_pace() {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
+    pms.set_down(true);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    stored(&path, 78, 4).await;
+    // Retries and probes ten minutes apart.
+    let section = forward_section(&pms, "concurrency = 4")
+        .replace("initial_interval = \"20ms\"", "initial_interval = \"10m\"")
+        .replace("max_interval = \"100ms\"", "max_interval = \"1h\"");
+    let config = write_config(dir.path(), &ota.base_url(), &section);
+    let mut daemon = Daemon::run(&config);
+    daemon.wait_for_log("PMS webhook failing").await;
+
+    // The operator knows the PMS is back.
+    pms.set_down(false);
+    let out = command(&config, &["retry-now"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("4 pending deliveries waiting for a retry are due now") && stdout.contains("running daemon"),
+        "{stdout}"
+    );
+    within(30, "every message delivered", pms.wait_for(|s| s.accepted_count() == 4)).await;
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.exit().await;
+    assert!(status.success(), "{stderr}");
+}
+
+#[tokio::test]
 async fn forward_configuration_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let base = "[booking]\nusername = \"u\"\npassword = \"p\"\n[forward]\nurl = \"https://pms.example.com/hook\"\n";
