@@ -26,6 +26,8 @@ pub use tokens::Reservation;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 const AUTOCHECKPOINT_FALLBACK_PAGES: i64 = 20_000;
+/// How long the consumer lock is waited for before the store counts as taken by another consumer.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
 /// How long the daemon waits at startup for another program's write transaction before refusing to start.
 const STARTUP_LOCK_WAIT: Duration = Duration::from_secs(3);
 
@@ -329,7 +331,15 @@ fn take_lock(path: &Path) -> Result<File, StoreError> {
                 detail: format!("cannot open lock file {}: {e}", lock_path.display()),
             },
         })?;
-    match file.try_lock() {
+    // A holder that is exiting (or a child forked a moment before it closed the file, which shares the lock until
+    // it execs) lets go within moments: wait that long before calling the store taken.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut attempt = file.try_lock();
+    while matches!(attempt, Err(std::fs::TryLockError::WouldBlock)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        attempt = file.try_lock();
+    }
+    match attempt {
         Ok(()) => {
             // The holder's pid, so operator commands can wake it (SIGUSR1) after changing the store.
             use std::io::Write as _;
