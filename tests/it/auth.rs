@@ -214,9 +214,7 @@ async fn the_binary_waits_on_an_exhausted_quota_after_a_restart_and_says_why() {
     let mut daemon = Daemon::run(&config);
     let line = daemon.wait_for_log("token exchange quota reached").await;
     assert!(line.contains("30 tokens"), "{line}");
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    let stderr = daemon.stop().await;
     assert_eq!(fake.read(|s| s.token_exchanges.len()), 0, "no exchange was attempted");
     assert!(!stderr.contains(CLIENT_SECRET));
 }

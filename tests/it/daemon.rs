@@ -77,9 +77,7 @@ async fn sigkill_mid_run_then_restart_loses_nothing_and_stores_nothing_twice() {
     }
     let daemon = Daemon::run(&config);
     within(60, "the queue drained after restarts", fake.wait_for(|s| s.drained())).await;
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    let stderr = daemon.stop().await;
 
     assert_stored_exactly(&path, &samples);
     let violations = fake.read(|s| s.violations.clone());
@@ -123,9 +121,7 @@ async fn proxy_environment_variables_are_honoured() {
         &[("HTTP_PROXY", proxy.as_str()), ("NO_PROXY", "")],
     );
     within(30, "drained through the proxy", fake.wait_for(|s| s.drained())).await;
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    daemon.stop().await;
     assert_stored_exactly(&dir.path().join("relay.db"), &samples);
 }
 
@@ -279,8 +275,6 @@ async fn sighup_applies_a_valid_file_live_and_keeps_the_old_one_when_invalid() {
     daemon.signal(libc::SIGHUP);
     daemon.wait_for_logs("configuration reloaded and applied", 2).await;
     daemon.wait_for_log("credentials").await;
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    let stderr = daemon.stop().await;
     assert!(!stderr.contains("another-password"), "secrets never logged");
 }

@@ -101,14 +101,38 @@ fn webhook_id(sample: &SampleMessage) -> String {
     format!("booking.com:{}", sample.message_id)
 }
 
-/// A store at `path` holding seed `seed`'s first `n` sample messages, pending, committed as the drain would
-/// and closed again for the daemon to open: the messages.
-async fn stored(path: &std::path::Path, seed: u64, n: u64) -> Vec<SampleMessage> {
+/// What the real daemon starts from: a store holding seed `seed`'s first `n` sample messages, pending as the
+/// drain leaves them, and a configuration draining an empty fake queue and forwarding with `forward` (a
+/// `[forward]` section).
+struct Prepared {
+    _ota: FakeOta,
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    config: std::path::PathBuf,
+    samples: Vec<SampleMessage>,
+}
+
+async fn prepared(seed: u64, n: u64, forward: &str) -> Prepared {
+    let ota = FakeOta::start(FakeOtaOptions {
+        auth: basic_fake_auth(),
+        ..FakeOtaOptions::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
     let samples: Vec<SampleMessage> = (0..n).map(|i| guest_message(seed, i)).collect();
-    let store = Store::open(path, Access::Consumer).unwrap();
+    let store = Store::open(&path, Access::Consumer).unwrap();
     let elements: Vec<String> = samples.iter().map(|s| s.json.clone()).collect();
     commit_as_batch(&store, &elements, now_ms()).await.unwrap();
-    samples
+    let config = write_config(dir.path(), &ota.base_url(), forward);
+    Prepared {
+        _ota: ota,
+        _dir: dir,
+        path,
+        config,
+        samples,
+    }
 }
 
 #[test]
@@ -483,9 +507,7 @@ async fn dead_letters_can_be_listed_and_replayed_while_the_daemon_runs() {
         pms.wait_for(|s| s.accepted.contains_key(&webhook_id(doomed))),
     )
     .await;
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    let stderr = daemon.stop().await;
     assert!(!stderr.contains(pms.secret()), "the webhook secret leaked into the log");
     assert_eq!(pms.read(|s| s.duplicates()), 0);
 }
@@ -527,9 +549,7 @@ async fn sigkill_during_delivery_loses_nothing_and_duplicates_at_most_what_was_i
         pms.wait_for(|s| s.accepted_count() == samples.len()),
     )
     .await;
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    daemon.stop().await;
     let duplicates = pms.read(|s| s.duplicates());
     eprintln!("duplicates after {kills} kills: {duplicates}");
     assert!(
@@ -585,9 +605,7 @@ async fn enabling_forward_on_a_store_with_history_delivers_the_backlog_oldest_fi
     let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 1"));
     let daemon = Daemon::run(&config);
     within(30, "the backlog delivered", pms.wait_for(|s| s.accepted_count() == 150)).await;
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    daemon.stop().await;
     let order = pms.read(|s| s.accepted_order.clone());
     let expected: Vec<String> = stored_ids(&path).iter().map(|id| format!("booking.com:{id}")).collect();
     assert_eq!(order, expected, "delivered oldest first");
@@ -595,21 +613,15 @@ async fn enabling_forward_on_a_store_with_history_delivers_the_backlog_oldest_fi
 
 #[tokio::test]
 async fn deliveries_scheduled_before_the_clock_went_back_are_due_now_and_later_retries_keep_their_time() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
     let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    let samples = stored(&path, 72, 5).await;
+    let Prepared {
+        path, config, samples, ..
+    } = &prepared(72, 5, &forward_section(&pms, "")).await;
     // Rows 1 and 2 were scheduled 30 days ahead by a clock that has since gone back; row 3 is a retry due in 30
     // minutes, within the longest delay the worker schedules (Retry-After is honoured up to an hour).
     let now = now_ms();
     let retry_at = now + 30 * 60_000;
-    let conn = db(&path);
+    let conn = db(path);
     conn.execute(
         "UPDATE deliveries SET next_attempt_at = ?1 WHERE seq IN (1, 2)",
         [now + 30 * 86_400_000],
@@ -622,17 +634,14 @@ async fn deliveries_scheduled_before_the_clock_went_back_are_due_now_and_later_r
     .unwrap();
     drop(conn);
 
-    let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, ""));
-    let mut daemon = Daemon::run(&config);
+    let mut daemon = Daemon::run(config);
     let line = daemon.wait_for_log("the system clock went back?").await;
     assert!(
         line.contains("deliveries=2"),
         "only the rows beyond the horizon: {line}"
     );
     within(30, "the due rows delivered", pms.wait_for(|s| s.accepted_count() == 4)).await;
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    daemon.stop().await;
 
     let accepted: Vec<String> = pms.read(|s| s.accepted_order.clone());
     for i in [0, 1, 3, 4] {
@@ -641,7 +650,7 @@ async fn deliveries_scheduled_before_the_clock_went_back_are_due_now_and_later_r
             "message {i} delivered: {accepted:?}"
         );
     }
-    let (state, next): (String, i64) = db(&path)
+    let (state, next): (String, i64) = db(path)
         .query_row("SELECT state, next_attempt_at FROM deliveries WHERE seq = 3", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
@@ -655,32 +664,23 @@ async fn deliveries_scheduled_before_the_clock_went_back_are_due_now_and_later_r
 
 #[tokio::test]
 async fn outcomes_the_store_refuses_are_kept_and_recorded_later_never_sent_again() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
     let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    stored(&path, 73, 12).await;
+    let Prepared { path, config, .. } = &prepared(73, 12, &forward_section(&pms, "concurrency = 4")).await;
     // Every outcome commit fails, as on a full disk; claims (reads) still work.
-    db(&path)
+    db(path)
         .execute_batch(
             "CREATE TRIGGER refuse_outcomes BEFORE UPDATE OF state ON deliveries
              BEGIN SELECT RAISE(ABORT, 'injected: the store refuses outcomes'); END;",
         )
         .unwrap();
 
-    let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 4"));
-    let mut daemon = Daemon::run(&config);
+    let mut daemon = Daemon::run(config);
     let line = daemon.wait_for_log("cannot record delivery outcomes").await;
     assert!(line.contains("injected"), "{line}");
     daemon.wait_for_logs("cannot record delivery outcomes", 2).await;
     // Refused twice, so retried at least once: still only the first round was sent.
     assert_eq!(pms.read(|s| (s.requests, s.accepted_count())), (4, 4));
-    db(&path).execute_batch("DROP TRIGGER refuse_outcomes").unwrap();
+    db(path).execute_batch("DROP TRIGGER refuse_outcomes").unwrap();
 
     within(
         30,
@@ -688,16 +688,14 @@ async fn outcomes_the_store_refuses_are_kept_and_recorded_later_never_sent_again
         pms.wait_for(|s| s.accepted_count() == 12),
     )
     .await;
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    daemon.stop().await;
     assert_eq!(
         pms.read(|s| (s.requests, s.duplicates())),
         (12, 0),
         "nothing was sent twice"
     );
     assert_eq!(
-        count(&path, "SELECT count(*) FROM deliveries WHERE state = 'delivered'"),
+        count(path, "SELECT count(*) FROM deliveries WHERE state = 'delivered'"),
         12
     );
 }
@@ -705,12 +703,6 @@ async fn outcomes_the_store_refuses_are_kept_and_recorded_later_never_sent_again
 #[tokio::test]
 async fn a_token_in_the_webhook_query_never_reaches_logs_errors_or_output() {
     const TOKEN: &str = "query-token-7731";
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
     // Slower than the request timeout: every attempt fails with a transport error, whose text names the URL.
     let pms = FakePms::start(FakePmsOptions {
         latency: Duration::from_secs(2),
@@ -718,18 +710,15 @@ async fn a_token_in_the_webhook_query_never_reaches_logs_errors_or_output() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    stored(&path, 74, 1).await;
     let section = format!(
         "[forward]\nurl = \"{}?token={TOKEN}\"\nsecret = \"{}\"\nrequest_timeout = \"200ms\"\n\
          [forward.retry]\ninitial_interval = \"20ms\"\n",
         pms.url(),
         pms.secret()
     );
-    let config = write_config(dir.path(), &ota.base_url(), &section);
+    let Prepared { path, config, .. } = &prepared(74, 1, &section).await;
 
-    let checked = command(&config, &["check-config"]).await;
+    let checked = command(config, &["check-config"]).await;
     let stdout = String::from_utf8_lossy(&checked.stdout);
     assert!(checked.status.success(), "{stdout}");
     assert!(
@@ -737,15 +726,13 @@ async fn a_token_in_the_webhook_query_never_reaches_logs_errors_or_output() {
         "{stdout}"
     );
 
-    let mut daemon = Daemon::run(&config);
+    let mut daemon = Daemon::run(config);
     let line = daemon.wait_for_logs("delivery attempt failed", 2).await;
     assert!(line.contains("timed out") || line.contains("timeout"), "{line}");
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    let stderr = daemon.stop().await;
     assert!(!stderr.contains(TOKEN), "{stderr}");
     assert!(pms.read(|s| s.requests) >= 2, "the attempts reached the PMS");
-    let last_error: String = db(&path)
+    let last_error: String = db(path)
         .query_row("SELECT last_error FROM deliveries WHERE seq = 1", [], |r| r.get(0))
         .unwrap();
     assert!(!last_error.contains(TOKEN), "{last_error}");
@@ -753,12 +740,6 @@ async fn a_token_in_the_webhook_query_never_reaches_logs_errors_or_output() {
 
 #[tokio::test]
 async fn when_the_pms_comes_back_the_retries_that_waited_for_it_go_at_once() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
     let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
     // An outage that asks for an hour: the first round and two probes are told "Retry-After: 3600".
     for _ in 0..6 {
@@ -767,11 +748,8 @@ async fn when_the_pms_comes_back_the_retries_that_waited_for_it_go_at_once() {
             seconds: 3600,
         });
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    stored(&path, 75, 10).await;
-    let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 4"));
-    let mut daemon = Daemon::run(&config);
+    let Prepared { config, .. } = &prepared(75, 10, &forward_section(&pms, "concurrency = 4")).await;
+    let mut daemon = Daemon::run(config);
     daemon.wait_for_log("PMS webhook failing").await;
     let line = daemon
         .wait_for_log("deliveries that waited for a retry are due now")
@@ -783,9 +761,7 @@ async fn when_the_pms_comes_back_the_retries_that_waited_for_it_go_at_once() {
         pms.wait_for(|s| s.accepted_count() == 10),
     )
     .await;
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    daemon.stop().await;
     assert_eq!(pms.read(|s| (s.requests, s.duplicates())), (16, 0));
 }
 
@@ -798,12 +774,6 @@ fn cpu_ticks(pid: i32) -> u64 {
 
 #[tokio::test]
 async fn a_failing_pms_with_every_retry_scheduled_later_is_waited_for_without_spinning() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
     let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
     // Every message is told to come back in an hour: no row is due, the next probe time passes.
     for _ in 0..4 {
@@ -812,11 +782,8 @@ async fn a_failing_pms_with_every_retry_scheduled_later_is_waited_for_without_sp
             seconds: 3600,
         });
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    stored(&path, 76, 4).await;
-    let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 4"));
-    let mut daemon = Daemon::run(&config);
+    let Prepared { config, .. } = &prepared(76, 4, &forward_section(&pms, "concurrency = 4")).await;
+    let mut daemon = Daemon::run(config);
     daemon.wait_for_log("PMS webhook failing").await;
     // An observation window, not a synchronisation: a loop that spins spends most of it on the CPU.
     let before = cpu_ticks(daemon.pid());
@@ -824,19 +791,11 @@ async fn a_failing_pms_with_every_retry_scheduled_later_is_waited_for_without_sp
     let spent = cpu_ticks(daemon.pid()) - before;
     assert!(spent < 40, "{spent} ticks of CPU in 3 s of waiting");
     assert_eq!(pms.read(|s| s.requests), 4, "nothing sent before the hour");
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    daemon.stop().await;
 }
 
 #[tokio::test]
 async fn a_pms_that_fails_while_a_request_hangs_is_waited_for_without_spinning() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
     let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
     // Three quick failures make the PMS "failing" while the fourth request is still waiting for its answer.
     for _ in 0..3 {
@@ -846,13 +805,10 @@ async fn a_pms_that_fails_while_a_request_hangs_is_waited_for_without_spinning()
         status: 200,
         after: Duration::from_secs(10),
     });
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    stored(&path, 77, 4).await;
     let section =
         forward_section(&pms, "concurrency = 4").replace("request_timeout = \"2s\"", "request_timeout = \"5s\"");
-    let config = write_config(dir.path(), &ota.base_url(), &section);
-    let mut daemon = Daemon::run(&config);
+    let Prepared { config, .. } = &prepared(77, 4, &section).await;
+    let mut daemon = Daemon::run(config);
     daemon.wait_for_log("PMS webhook failing").await;
     within(5, "the hanging request", pms.wait_for(|s| s.in_flight == 1)).await;
     // An observation window inside the hanging request's timeout, not a synchronisation.
@@ -861,35 +817,24 @@ async fn a_pms_that_fails_while_a_request_hangs_is_waited_for_without_spinning()
     let spent = cpu_ticks(daemon.pid()) - before;
     assert!(spent < 30, "{spent} ticks of CPU in 2 s of waiting");
     assert_eq!(pms.read(|s| s.requests), 4, "no probe while a request is in flight");
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    daemon.stop().await;
 }
 
 #[tokio::test]
 async fn retry_now_after_an_outage_sends_what_waited_at_once_even_at_a_slow_probe_pace() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
     let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
     pms.set_down(true);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    stored(&path, 78, 4).await;
     // Retries and probes ten minutes apart.
     let section = forward_section(&pms, "concurrency = 4")
         .replace("initial_interval = \"20ms\"", "initial_interval = \"10m\"")
         .replace("max_interval = \"100ms\"", "max_interval = \"1h\"");
-    let config = write_config(dir.path(), &ota.base_url(), &section);
-    let mut daemon = Daemon::run(&config);
+    let Prepared { config, .. } = &prepared(78, 4, &section).await;
+    let mut daemon = Daemon::run(config);
     daemon.wait_for_log("PMS webhook failing").await;
 
     // The operator knows the PMS is back.
     pms.set_down(false);
-    let out = command(&config, &["retry-now"]).await;
+    let out = command(config, &["retry-now"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(
@@ -897,9 +842,7 @@ async fn retry_now_after_an_outage_sends_what_waited_at_once_even_at_a_slow_prob
         "{stdout}"
     );
     within(30, "every message delivered", pms.wait_for(|s| s.accepted_count() == 4)).await;
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    daemon.stop().await;
 }
 
 #[tokio::test]
@@ -976,9 +919,7 @@ async fn sigterm_lets_deliveries_in_flight_finish_and_records_them() {
     let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 4"));
     let daemon = Daemon::run(&config);
     within(30, "deliveries in flight", pms.wait_for(|s| s.in_flight == 4)).await;
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    let stderr = daemon.stop().await;
     assert!(stderr.contains("delivery worker stopped abandoned=0"), "{stderr}");
     let accepted = pms.read(|s| s.accepted_count());
     let path = dir.path().join("relay.db");

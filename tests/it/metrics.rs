@@ -144,9 +144,7 @@ async fn metrics_parse_as_openmetrics_and_match_what_happened_healthz_follows_st
         ) >= 1.0
     );
 
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    daemon.stop().await;
 }
 
 #[tokio::test]

@@ -149,9 +149,7 @@ async fn a_store_replaced_underneath_the_daemon_confirms_nothing_more_and_exits_
 
     let daemon = Daemon::run(&config);
     within(30, "drained after the restart", fake.wait_for(|s| s.drained())).await;
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    daemon.stop().await;
     assert_eq!(count(&path, "SELECT count(*) FROM messages"), 110);
 }
 

@@ -241,6 +241,14 @@ impl Daemon {
     }
 
     /// Waits for exit (bounded) and for stderr to be fully read.
+    /// SIGTERM, then the exit, which must be a success: its stderr.
+    pub async fn stop(self) -> String {
+        self.signal(libc::SIGTERM);
+        let (status, stderr) = self.exit().await;
+        assert!(status.success(), "{stderr}");
+        stderr
+    }
+
     pub async fn exit(mut self) -> (ExitStatus, String) {
         let status = within(30, "the daemon to exit", self.child.wait()).await.unwrap();
         let _ = within(10, "stderr to close", self.changes.wait_for(|c| c.1)).await;

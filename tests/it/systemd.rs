@@ -136,8 +136,6 @@ async fn ready_status_and_a_watchdog_that_follows_the_drain_loop() {
             m.iter().filter(|m| m.contains("WATCHDOG=1")).count() > during + 2
         })
         .await;
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.exit().await;
-    assert!(status.success(), "{stderr}");
+    daemon.stop().await;
     assert!(notes.all().iter().any(|m| m.contains("STOPPING=1")));
 }
