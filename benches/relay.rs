@@ -176,7 +176,10 @@ async fn drain_ceiling(n: u64, fsync_each: bool) -> f64 {
                     .bytes()
                     .await
                     .unwrap();
-                let count = ota_relay::booking::wire::parse_latest(&body).unwrap().elements.len();
+                let count = ota_relay::channel::booking::wire::parse_latest(&body)
+                    .unwrap()
+                    .elements
+                    .len();
                 if count == 0 {
                     return started.elapsed().as_secs_f64();
                 }

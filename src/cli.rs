@@ -100,10 +100,10 @@ enum Command {
 #[derive(Args)]
 struct BackfillArgs {
     /// Start of the range, inclusive: RFC 3339 (2026-11-01T00:00:00Z) or a date (its 00:00:00.000 UTC).
-    #[arg(long, value_parser = crate::backfill::parse_time, value_name = "TIME")]
+    #[arg(long, value_parser = crate::channel::booking::backfill::parse_time, value_name = "TIME")]
     after: i64,
     /// End of the range, inclusive; ranges over 90 days are searched 90 days at a time.
-    #[arg(long, value_parser = crate::backfill::parse_time, value_name = "TIME")]
+    #[arg(long, value_parser = crate::channel::booking::backfill::parse_time, value_name = "TIME")]
     before: i64,
     /// Only this property's messages.
     #[arg(long, value_name = "ID")]
@@ -188,7 +188,7 @@ pub fn main() -> ExitCode {
                 Err(e) => return config_failed(&e),
             };
             let log = crate::telemetry::init(&settings.log);
-            finish(runtime().and_then(|rt| rt.block_on(crate::app::run(settings, log))))
+            finish(runtime().and_then(|rt| rt.block_on(crate::daemon::run(settings, log))))
         }
         Command::DeadLetters(command) => {
             let settings = match config::load_for_tools(&cli.config) {
@@ -318,7 +318,7 @@ fn backfill(config_path: &std::path::Path, args: BackfillArgs) -> ExitCode {
         Err(e) => return config_failed(&e),
     };
     crate::telemetry::init(&settings.log);
-    let request = crate::backfill::Request {
+    let request = crate::channel::booking::backfill::Request {
         after_ms: args.after,
         before_ms: args.before,
         property_id: args.property_id,
@@ -327,9 +327,10 @@ fn backfill(config_path: &std::path::Path, args: BackfillArgs) -> ExitCode {
     };
     let run = async {
         let store = crate::store::Store::open(&settings.store.path, crate::store::Access::Shared)?;
-        let client = crate::booking::BookingClient::new(&settings.booking, store.clone())
+        let client = crate::channel::booking::BookingClient::new(&settings.booking, store.clone())
             .context("cannot build the Booking.com HTTP client")?;
-        let report = crate::backfill::run(&client, &store, &request, |line| println!("{line}")).await?;
+        let report =
+            crate::channel::booking::backfill::run(&client, &store, &request, |line| println!("{line}")).await?;
         println!("{report}");
         if report.new > 0 {
             println!("{}", crate::ops::wake::wake_daemon(&settings.store.path));

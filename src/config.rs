@@ -947,7 +947,7 @@ impl Settings {
             let _ = writeln!(
                 out,
                 "\n[forward]\nurl = {}{hidden}",
-                quote(&crate::http::redacted(&f.url))
+                quote(&crate::http_client::redacted(&f.url))
             );
             let _ = writeln!(out, "secret = [{masked}]  # {}", f.secrets[0].source);
             let _ = writeln!(out, "request_timeout = \"{}\"", duration_text(f.request_timeout));

@@ -122,7 +122,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
     let cancel = CancellationToken::new();
     let daemon = tokio::spawn({
         let (settings, store, cancel) = (settings.clone(), store.clone(), cancel.clone());
-        async move { crate::app::serve(&settings, store, cancel, Default::default(), None).await }
+        async move { crate::daemon::serve(&settings, store, cancel, Default::default(), None).await }
     });
     tokio::time::timeout(Duration::from_secs(120), fake.wait_for(|s| s.drained()))
         .await

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
-use crate::booking::wire;
+use crate::channel::booking::wire;
 use crate::store::Element;
 
 /// A `GET /messaging/messages/latest` answer.
@@ -58,9 +58,9 @@ pub fn check_retry_after(data: &[u8]) {
     };
     let mut headers = HeaderMap::new();
     headers.insert(RETRY_AFTER, value);
-    if let Some(delay) = crate::http::retry_after(&headers) {
+    if let Some(delay) = crate::http_client::retry_after(&headers) {
         assert!(
-            delay <= crate::http::MAX_RETRY_AFTER,
+            delay <= crate::http_client::MAX_RETRY_AFTER,
             "an unbounded Retry-After: {delay:?}"
         );
     }

@@ -125,7 +125,7 @@ pub async fn run_schedule(
     timezone: chrono_tz::Tz,
     retention: RetentionSettings,
     cancel: CancellationToken,
-    metrics: crate::ops::metrics::Metrics,
+    metrics: crate::metrics::Metrics,
 ) {
     tracing::info!(job = kind.name(), schedule = %schedule.pattern, timezone = timezone.name(), "job scheduled");
     loop {

@@ -1,23 +1,25 @@
 //! ota-relay: relays guest messages from online travel agencies into a PMS, without losing one.
 //!
-//! Modules follow the data's path: [`config`] → [`booking`] (the OTA client) and [`drain`] (the loop) →
-//! [`store`] (the single source of truth) → [`app`] (the daemon) and [`cli`]. [`fake`] holds the built-in fake
+//! Modules follow the data's path: [`config`] → [`channel`] (each OTA or channel manager: wire types, the pull
+//! or push that brings its messages in) → [`store`] (the single source of truth, one module per table, one write
+//! path for messages) → [`forward`] (the outbox towards the PMS) → [`web`] (the listeners) → [`ops`] (operator
+//! commands). [`daemon`] runs the workers; [`cli`] parses the command line; [`fake`] holds the built-in fake
 //! peers that the demo and the tests share.
 
-pub mod app;
-pub mod backfill;
 mod backoff;
-pub mod booking;
+pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod demo;
-pub mod drain;
 pub mod fake;
 pub mod forward;
 #[doc(hidden)]
 pub mod hostile;
-pub mod http;
+pub mod http_client;
 pub mod jobs;
+pub mod metrics;
 pub mod ops;
 pub mod store;
 pub mod telemetry;
+pub mod web;

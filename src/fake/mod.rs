@@ -1,6 +1,7 @@
 //! Built-in fakes of the outside world, over real HTTP on 127.0.0.1: the demo, the tests and the benchmarks
 //! all use these, so there is one implementation of each peer's semantics.
 
+mod observed;
 pub mod ota;
 pub mod pms;
 pub mod samples;

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::observed::Observed;
 use super::samples::SampleMessage;
 
 mod search;
@@ -236,8 +237,7 @@ impl Drop for Gate {
 }
 
 struct Shared {
-    state: Mutex<OtaState>,
-    changed: watch::Sender<u64>,
+    state: Observed<OtaState>,
     options: FakeOtaOptions,
     rng: Mutex<fastrand::Rng>,
     ruid: std::sync::atomic::AtomicU64,
@@ -245,9 +245,7 @@ struct Shared {
 
 impl Shared {
     fn mutate<R>(&self, f: impl FnOnce(&mut OtaState) -> R) -> R {
-        let result = f(&mut self.state.lock().expect("fake state"));
-        self.changed.send_modify(|v| *v += 1);
-        result
+        self.state.mutate(f)
     }
 
     fn next_ruid(&self) -> String {
@@ -284,11 +282,8 @@ impl Drop for FakeOta {
 
 impl FakeOta {
     pub async fn start(options: FakeOtaOptions) -> std::io::Result<FakeOta> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(OtaState::default()),
-            changed: watch::channel(0).0,
+            state: Observed::new(OtaState::default()),
             rng: Mutex::new(fastrand::Rng::with_seed(options.seed)),
             options,
             ruid: Default::default(),
@@ -301,12 +296,7 @@ impl FakeOta {
             .route("/messaging/messages/search/result/{job_id}", get(search::result))
             .with_state(shared.clone());
         let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stopped.cancelled().await })
-                .await;
-        });
+        let addr = crate::web::serve_on_loopback(app, stop.clone()).await?;
         Ok(FakeOta { shared, addr, stop })
     }
 
@@ -393,20 +383,12 @@ impl FakeOta {
     }
 
     pub fn read<R>(&self, f: impl FnOnce(&OtaState) -> R) -> R {
-        f(&self.shared.state.lock().expect("fake state"))
+        self.shared.state.read(f)
     }
 
     /// Waits until `predicate` holds; re-checked after every change of state (no polling).
-    pub async fn wait_for(&self, mut predicate: impl FnMut(&OtaState) -> bool) {
-        let mut changes = self.shared.changed.subscribe();
-        loop {
-            if self.read(&mut predicate) {
-                return;
-            }
-            if changes.changed().await.is_err() {
-                return;
-            }
-        }
+    pub async fn wait_for(&self, predicate: impl FnMut(&OtaState) -> bool) {
+        self.shared.state.wait_for(predicate).await
     }
 }
 

@@ -13,9 +13,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::observed::Observed;
 use crate::forward::signing;
 
 #[derive(Debug, Clone)]
@@ -102,17 +102,14 @@ impl PmsState {
 }
 
 struct Shared {
-    state: Mutex<PmsState>,
-    changed: watch::Sender<u64>,
+    state: Observed<PmsState>,
     options: FakePmsOptions,
     rng: Mutex<fastrand::Rng>,
 }
 
 impl Shared {
     fn mutate<R>(&self, f: impl FnOnce(&mut PmsState) -> R) -> R {
-        let result = f(&mut self.state.lock().expect("fake pms state"));
-        self.changed.send_modify(|v| *v += 1);
-        result
+        self.state.mutate(f)
     }
 }
 
@@ -130,11 +127,8 @@ impl Drop for FakePms {
 
 impl FakePms {
     pub async fn start(options: FakePmsOptions) -> std::io::Result<FakePms> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(PmsState::default()),
-            changed: watch::channel(0).0,
+            state: Observed::new(PmsState::default()),
             rng: Mutex::new(fastrand::Rng::with_seed(options.seed)),
             options,
         });
@@ -142,12 +136,7 @@ impl FakePms {
             .route("/hooks/guest-messages", post(receive))
             .with_state(shared.clone());
         let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stopped.cancelled().await })
-                .await;
-        });
+        let addr = crate::web::serve_on_loopback(app, stop.clone()).await?;
         Ok(FakePms { shared, addr, stop })
     }
 
@@ -182,20 +171,12 @@ impl FakePms {
     }
 
     pub fn read<R>(&self, f: impl FnOnce(&PmsState) -> R) -> R {
-        f(&self.shared.state.lock().expect("fake pms state"))
+        self.shared.state.read(f)
     }
 
     /// Waits until `predicate` holds; re-checked after every change of state.
-    pub async fn wait_for(&self, mut predicate: impl FnMut(&PmsState) -> bool) {
-        let mut changes = self.shared.changed.subscribe();
-        loop {
-            if self.read(&mut predicate) {
-                return;
-            }
-            if changes.changed().await.is_err() {
-                return;
-            }
-        }
+    pub async fn wait_for(&self, predicate: impl FnMut(&PmsState) -> bool) {
+        self.shared.state.wait_for(predicate).await
     }
 }
 

@@ -103,10 +103,11 @@ pub async fn commit_as_batch(
         r#"{{"data":{{"messages":[{}],"ok":true}},"errors":[]}}"#,
         elements.join(",")
     );
-    let answer = crate::booking::wire::parse_latest(body.as_bytes()).expect("sample elements form a valid answer");
+    let answer =
+        crate::channel::booking::wire::parse_latest(body.as_bytes()).expect("sample elements form a valid answer");
     store
         .commit_batch(crate::store::IncomingBatch {
-            provider: crate::booking::wire::PROVIDER,
+            provider: crate::channel::booking::wire::PROVIDER,
             fetched_at,
             ruid: None,
             elements: answer.elements,

@@ -25,8 +25,8 @@ use super::payload;
 use super::signing::Signer;
 use crate::backoff::Backoff;
 use crate::config::{ForwardSettings, RetryPolicy};
-use crate::http;
-use crate::ops::metrics::Metrics;
+use crate::http_client;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, now_ms};
 
 /// Consecutive failures after which the PMS counts as failing (probe mode).
@@ -86,9 +86,9 @@ pub fn retry_delay(policy: &RetryPolicy, attempts: u32, jitter: f64) -> Duration
 }
 
 /// How far ahead the worker may schedule a retry: its delays are capped at `max_interval` and `Retry-After` at
-/// [`http::MAX_RETRY_AFTER`]. A pending row further ahead than this was scheduled before the clock went back.
+/// [`http_client::MAX_RETRY_AFTER`]. A pending row further ahead than this was scheduled before the clock went back.
 pub fn schedule_horizon(policy: &RetryPolicy) -> Duration {
-    policy.max_interval.max(http::MAX_RETRY_AFTER) + CLOCK_SLACK
+    policy.max_interval.max(http_client::MAX_RETRY_AFTER) + CLOCK_SLACK
 }
 
 /// Turns an attempt into the outcome to commit.
@@ -155,14 +155,14 @@ pub async fn attempt(client: reqwest::Client, url: Url, signer: Arc<Signer>, due
             match sent {
                 Ok(response) => {
                     let code = response.status().as_u16();
-                    let retry_after = http::retry_after(response.headers());
+                    let retry_after = http_client::retry_after(response.headers());
                     // Read (and discard) the answer so the connection can be reused.
-                    let _ = http::read_limited(response, 64 * 1024).await;
+                    let _ = http_client::read_limited(response, 64 * 1024).await;
                     AttemptResult::Status { code, retry_after }
                 }
                 // reqwest's error text names the URL, whose query may carry the receiver's token.
                 Err(e) => AttemptResult::Failed {
-                    error: http::chain(&e.without_url()),
+                    error: http_client::chain(&e.without_url()),
                 },
             }
         }
@@ -264,7 +264,7 @@ impl Forwarder {
     ) -> Result<Forwarder, ForwardError> {
         Ok(Forwarder {
             outbox: Outbox::new(store),
-            client: http::client(settings.request_timeout)?,
+            client: http_client::client(settings.request_timeout)?,
             url: settings.url.clone(),
             signer: Arc::new(Signer::new(&settings.secrets).map_err(ForwardError::Secret)?),
             concurrency: settings.concurrency,
@@ -372,7 +372,7 @@ impl Forwarder {
 
     /// Delivers until cancelled; then lets the requests in flight finish within the request timeout.
     pub async fn run(mut self) {
-        tracing::info!(url = %http::redacted(&self.url), concurrency = self.concurrency, "forwarding to the PMS webhook");
+        tracing::info!(url = %http_client::redacted(&self.url), concurrency = self.concurrency, "forwarding to the PMS webhook");
         let mut tasks: JoinSet<Attempted> = JoinSet::new();
         let mut task_seq: HashMap<tokio::task::Id, i64> = HashMap::new();
         let mut in_flight: HashSet<i64> = HashSet::new();

@@ -2,9 +2,6 @@
 //! wake-up for the daemon so changes take effect at once.
 
 pub mod dead_letters;
-pub mod endpoint;
-pub mod metrics;
-pub mod notify;
 pub mod status;
 pub mod tools;
 pub mod wake;

@@ -1,15 +1,15 @@
 //! Token-exchange authentication against the fake's token endpoint.
 
-use ota_relay::booking::FetchError;
-use ota_relay::booking::auth::AuthError;
-use ota_relay::drain::{DrainError, Drainer};
+use ota_relay::channel::booking::FetchError;
+use ota_relay::channel::booking::auth::AuthError;
+use ota_relay::channel::booking::drain::{DrainError, Drainer};
 use ota_relay::fake::FakeOtaOptions;
 use ota_relay::store::{Access, Reservation, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-fn quota_error(result: &Result<ota_relay::drain::BatchReport, DrainError>) -> Option<(i64, usize)> {
+fn quota_error(result: &Result<ota_relay::channel::booking::drain::BatchReport, DrainError>) -> Option<(i64, usize)> {
     match result {
         Err(DrainError::Fetch(FetchError::Auth(AuthError::QuotaExhausted { until_ms, used }))) => {
             Some((*until_ms, *used))

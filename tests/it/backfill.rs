@@ -1,7 +1,7 @@
 //! `ota-relay backfill` against the fake's message search: only missing messages are stored and forwarded,
 //! results are paged, long ranges split, expired jobs and unknown answer shapes reported.
 
-use ota_relay::booking::search_wire::{SearchResult, parse_search_job, parse_search_result};
+use ota_relay::channel::booking::search_wire::{SearchResult, parse_search_job, parse_search_result};
 use ota_relay::fake::{FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, guest_message};
 use ota_relay::store::{Access, Store};
 

@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use ota_relay::booking::FetchError;
-use ota_relay::drain::{DrainError, Drainer};
+use ota_relay::channel::booking::FetchError;
+use ota_relay::channel::booking::drain::{DrainError, Drainer};
 use ota_relay::fake::{Endpoint, FakeOta, FakeOtaOptions, Fault, SampleMessage, guest_message, poison_message};
 use ota_relay::store::{Access, Store};
 use tokio_util::sync::CancellationToken;

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ota_relay::channel::booking::drain::Drainer;
 use ota_relay::config::{ForwardSettings, RetryPolicy, Secret};
-use ota_relay::drain::Drainer;
 use ota_relay::fake::{
     FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, PmsReply, SampleMessage, commit_as_batch, guest_message,
 };

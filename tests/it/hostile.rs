@@ -43,7 +43,8 @@ fn fuzz_corpus_replays_without_panic() {
 fn a_message_without_id_is_quarantined_and_the_rest_survive() {
     let body = br#"{"data":{"messages":[{"message_id":"a","content":"hi"},{"content":"no id"},{"message_id":7}],
         "number_of_messages":3,"ok":true},"errors":[],"warnings":[]}"#;
-    let answer = ota_relay::booking::wire::parse_latest(body).expect("an envelope with poison elements is accepted");
+    let answer =
+        ota_relay::channel::booking::wire::parse_latest(body).expect("an envelope with poison elements is accepted");
     assert_eq!(
         answer.elements.len(),
         3,

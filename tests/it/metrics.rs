@@ -6,9 +6,9 @@ use ota_relay::fake::{
     Endpoint, FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, Fault, PmsReply, guest_message, poison_message,
 };
 
-use ota_relay::drain::Drainer;
+use ota_relay::channel::booking::drain::Drainer;
 use ota_relay::forward::OutboxSummary;
-use ota_relay::ops::metrics::Metrics;
+use ota_relay::metrics::Metrics;
 use ota_relay::store::{Access, Store, now_ms};
 use tokio_util::sync::CancellationToken;
 

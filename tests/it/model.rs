@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use ota_relay::drain::Drainer;
+use ota_relay::channel::booking::drain::Drainer;
 use ota_relay::fake::{Endpoint, FakeOta, FakeOtaOptions, Fault, guest_message, poison_message};
 use ota_relay::store::{Access, Store};
 use proptest::prelude::*;

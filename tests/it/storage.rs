@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use ota_relay::drain::{DrainError, Drainer};
+use ota_relay::channel::booking::drain::{DrainError, Drainer};
 use ota_relay::fake::{FakeOta, FakeOtaOptions, commit_as_batch, guest_message};
 use ota_relay::store::{Access, Store, StoreError};
 use tokio_util::sync::CancellationToken;

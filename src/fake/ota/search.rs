@@ -110,7 +110,7 @@ pub(super) async fn create(
     if before < after {
         return error(&shared, StatusCode::BAD_REQUEST, "before is earlier than after");
     }
-    if before - after >= crate::backfill::MAX_WINDOW_MS {
+    if before - after >= crate::channel::booking::backfill::MAX_WINDOW_MS {
         return error(&shared, StatusCode::BAD_REQUEST, "the range exceeds 90 days");
     }
     let descending = match q.order_by.as_deref() {

@@ -1,5 +1,7 @@
 //! The daemon: opens the store, starts the workers, and stops them on SIGTERM/SIGINT within a bound.
 
+pub mod notify;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,11 +12,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::channel::booking::drain::Drainer;
 use crate::config::Settings;
-use crate::drain::Drainer;
 use crate::forward::Forwarder;
 use crate::jobs::JobKind;
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::store::{Access, Store};
 
 /// What wakes the delivery worker: new messages committed by the drain loop, and an operator command (SIGUSR1),
@@ -48,13 +50,12 @@ pub async fn serve(
                 .with_context(|| format!("http.listen: cannot listen on {}", http.listen))?;
             let bound = listener.local_addr().map_or(http.listen, |a| a);
             tracing::info!(listen = %bound, "serving /healthz and /metrics");
-            Some(tokio::spawn(crate::ops::endpoint::serve(
-                listener,
+            let router = crate::web::ops::router(
                 store.path().to_owned(),
                 metrics.clone(),
                 crate::ops::status::Thresholds::default().fitted_to(&settings.booking),
-                cancel.clone(),
-            )))
+            );
+            Some(tokio::spawn(crate::web::serve(listener, router, cancel.clone(), "ops")))
         }
         None => None,
     };
@@ -64,7 +65,7 @@ pub async fn serve(
     let mut failure = None;
     let mut workers = Workers::start(&running, &store, &wake, &metrics, &fatal, &cancel)?;
     // The store is open and checked, and every worker runs.
-    crate::ops::notify::ready("started; first poll under way");
+    crate::daemon::notify::ready("started; first poll under way");
 
     loop {
         let requested = async {
@@ -92,7 +93,7 @@ pub async fn serve(
                         workers = started;
                         running = new;
                         tracing::info!("configuration reloaded and applied");
-                        crate::ops::notify::status("configuration reloaded");
+                        crate::daemon::notify::status("configuration reloaded");
                     }
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "cannot apply the new configuration; keeping the running one");
@@ -102,7 +103,7 @@ pub async fn serve(
             }
         }
     }
-    crate::ops::notify::stopping();
+    crate::daemon::notify::stopping();
     let grace = shutdown_grace(&running);
     tracing::info!(
         grace_s = grace.as_secs(),
@@ -188,7 +189,7 @@ impl Workers {
 /// the listen address and the log format need a restart and are kept. Returns the settings to restart the
 /// workers with, when anything they use changed.
 fn reload(running: &Settings, log: &crate::telemetry::LogHandle) -> Option<Settings> {
-    crate::ops::notify::status("reloading configuration");
+    crate::daemon::notify::status("reloading configuration");
     let mut new = match crate::config::load(&running.source) {
         Ok(new) => new,
         Err(e) => {
@@ -230,7 +231,7 @@ fn reload(running: &Settings, log: &crate::telemetry::LogHandle) -> Option<Setti
     if same_level.render_masked() == running.render_masked() && secret_values(&new) == secret_values(running) {
         if restart_needed.is_empty() {
             tracing::info!("configuration reloaded");
-            crate::ops::notify::status("configuration reloaded");
+            crate::daemon::notify::status("configuration reloaded");
         }
         return None;
     }
@@ -317,7 +318,7 @@ async fn open_store(path: std::path::PathBuf) -> anyhow::Result<Store> {
     let mut open = tokio::task::spawn_blocking(move || Store::open(&path, Access::Consumer));
     loop {
         let status = format!("checking the store ({} s)", started.elapsed().as_secs());
-        crate::ops::notify::extend_start(3 * EXTEND_EVERY, &status);
+        crate::daemon::notify::extend_start(3 * EXTEND_EVERY, &status);
         tokio::select! {
             opened = &mut open => return Ok(opened.context("store thread")??),
             _ = tokio::time::sleep(EXTEND_EVERY) => {}

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::booking::client::SearchQuery;
-use crate::booking::search_wire::SearchResult;
-use crate::booking::{BookingClient, FetchError, PROVIDER};
+use crate::channel::booking::client::SearchQuery;
+use crate::channel::booking::search_wire::SearchResult;
+use crate::channel::booking::{BookingClient, FetchError, PROVIDER};
 use crate::store::{BatchOrigin, IncomingBatch, Store, StoreError, now_ms};
 
 /// The longest range one search may cover; longer ones are split.

@@ -1,20 +1,17 @@
-//! `[http] listen`: `GET /healthz` and `GET /metrics`. Both read the store on a connection of their own (as
+//! The operations surface on `[http] listen`: `GET /healthz` and `GET /metrics`. Both read the store on a connection of their own (as
 //! `ota-relay status` does), so a scrape never queues behind the drain loop's commits or a housekeeping job.
 
 use std::path::PathBuf;
 
+use crate::metrics::{self, Metrics};
+use crate::ops::status::{self, Thresholds};
+use crate::store::{self, StoreError, now_ms};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-use super::metrics::{self, Metrics};
-use super::status::{self, Thresholds};
-use crate::store::{self, StoreError, now_ms};
 
 #[derive(Clone)]
 struct Shared {
@@ -23,28 +20,15 @@ struct Shared {
     thresholds: Thresholds,
 }
 
-/// Serves until `cancel` fires. The listener is bound by the caller, so a taken port fails start-up.
-pub async fn serve(
-    listener: TcpListener,
-    store_path: PathBuf,
-    metrics: Metrics,
-    thresholds: Thresholds,
-    cancel: CancellationToken,
-) {
-    let app = Router::new()
+pub fn router(store_path: PathBuf, metrics: Metrics, thresholds: Thresholds) -> Router {
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(scrape))
         .with_state(Shared {
             store_path,
             metrics,
             thresholds,
-        });
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "the health and metrics listener failed");
-    }
+        })
 }
 
 /// 200 when `ota-relay status` would say healthy; 503 with its problems otherwise (same default thresholds).

@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::booking::auth::AuthError;
-use crate::booking::{BookingClient, FetchError, PROVIDER};
+use crate::channel::booking::auth::AuthError;
+use crate::channel::booking::{BookingClient, FetchError, PROVIDER};
 use crate::config::BookingSettings;
-use crate::ops::metrics::Metrics;
-use crate::ops::notify;
+use crate::daemon::notify;
+use crate::metrics::Metrics;
 use crate::store::{BatchSummary, IncomingBatch, Store, StoreError, now_ms};
 
 /// Consecutive identical failures after which a persisting failure is logged at error rather than warn.

@@ -17,8 +17,8 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
 use crate::config::Secret;
-use crate::http;
-use crate::ops::metrics::Metrics;
+use crate::http_client;
+use crate::metrics::Metrics;
 use crate::store::{Reservation, Store, StoreError, now_ms};
 
 pub const TOKENS_PER_HOUR: usize = 30;
@@ -187,18 +187,18 @@ impl TokenAuth {
             .send()
             .await;
         self.metrics.request("booking", "token", started.elapsed());
-        let response = response.map_err(|e| AuthError::Exchange(http::chain(&e)))?;
+        let response = response.map_err(|e| AuthError::Exchange(http_client::chain(&e)))?;
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN || status == StatusCode::BAD_REQUEST {
             return Err(AuthError::Rejected {
                 status: status.as_u16(),
             });
         }
-        let bytes = http::read_limited(response, 64 * 1024)
+        let bytes = http_client::read_limited(response, 64 * 1024)
             .await
             .map_err(|e| AuthError::Exchange(e.to_string()))?;
         if !status.is_success() {
-            let ruid = crate::booking::wire::ruid_of(&bytes);
+            let ruid = crate::channel::booking::wire::ruid_of(&bytes);
             return Err(AuthError::Exchange(format!(
                 "HTTP {}{}",
                 status.as_u16(),

@@ -9,8 +9,8 @@ use super::auth::{Auth, AuthError, Rejection};
 use super::search_wire::{self, SearchJob, SearchResult};
 use super::wire::{self, LatestAnswer, WireError};
 use crate::config::{BookingAuth, BookingSettings};
-use crate::http::{self, BodyError, MAX_ANSWER_BYTES};
-use crate::ops::metrics::Metrics;
+use crate::http_client::{self, BodyError, MAX_ANSWER_BYTES};
+use crate::metrics::Metrics;
 use crate::store::{ConfirmCount, Store};
 
 pub const OP_FETCH: &str = "GET /messaging/messages/latest";
@@ -123,7 +123,7 @@ pub struct SearchQuery {
 
 impl BookingClient {
     pub fn new(settings: &BookingSettings, store: Store) -> Result<BookingClient, reqwest::Error> {
-        let http = http::client(settings.request_timeout)?;
+        let http = http_client::client(settings.request_timeout)?;
         let base = settings.base_url.as_str().trim_end_matches('/');
         let endpoint = |path: &str| Url::parse(&format!("{base}{path}")).expect("base_url was validated as a URL");
         let auth = match &settings.auth {
@@ -244,20 +244,20 @@ impl BookingClient {
             .map_err(|e| FetchError::Transport {
                 op,
                 timeout: e.is_timeout(),
-                detail: http::chain(&e),
+                detail: http_client::chain(&e),
             })
     }
 
     /// The body of a 2xx JSON answer; every other answer becomes the matching error.
     async fn checked_body(&self, op: &'static str, response: reqwest::Response) -> Result<Vec<u8>, FetchError> {
         let status = response.status();
-        let retry_after = http::retry_after(response.headers());
+        let retry_after = http_client::retry_after(response.headers());
         let is_html = response
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.to_ascii_lowercase().contains("text/html"));
-        let body = http::read_limited(response, MAX_ANSWER_BYTES)
+        let body = http_client::read_limited(response, MAX_ANSWER_BYTES)
             .await
             .map_err(|source| match source {
                 BodyError::Read(ref e) => FetchError::Transport {
