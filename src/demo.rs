@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{
-    BookingAuth, BookingSettings, ForwardSettings, JobsSettings, LogFormat, LogSettings, RetentionSettings,
-    RetryPolicy, Secret, Settings, StoreSettings,
-};
+use crate::config::{BookingAuth, BookingSettings, ForwardSettings, RetryPolicy, Secret, Settings};
 use crate::fake::{
     Endpoint, FakeAuth, FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, Fault, PmsReply, guest_message,
     poison_message,
@@ -80,42 +77,27 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
         Some(path) => path.clone(),
         None => dir.path().join("relay.db"),
     };
+    let mut booking = BookingSettings::new(
+        fake.base_url().parse()?,
+        BookingAuth::Basic {
+            username: "demo".into(),
+            password: Secret::inline("demo-password"),
+        },
+    );
+    booking.poll_interval = Duration::from_millis(200);
+    booking.request_timeout = Duration::from_secs(1);
+    booking.backoff_initial = Duration::from_millis(50);
+    booking.backoff_max = Duration::from_secs(1);
+    let mut forward = ForwardSettings::new(pms.url().parse()?, vec![Secret::inline(pms.secret())]);
+    forward.request_timeout = Duration::from_secs(2);
+    forward.retry = RetryPolicy {
+        initial_interval: Duration::from_millis(100),
+        max_interval: Duration::from_secs(1),
+        give_up_after: Duration::from_secs(3600),
+    };
     let settings = Settings {
-        source: "(built-in demo)".into(),
-        store: StoreSettings { path: store_path },
-        booking: BookingSettings {
-            base_url: fake.base_url().parse()?,
-            auth: BookingAuth::Basic {
-                username: "demo".into(),
-                password: Secret::inline("demo-password"),
-            },
-            poll_interval: Duration::from_millis(200),
-            request_timeout: Duration::from_secs(1),
-            backoff_initial: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(1),
-        },
-        log: LogSettings {
-            format: LogFormat::Pretty,
-            level: "info".into(),
-        },
-        forward: Some(ForwardSettings {
-            url: pms.url().parse()?,
-            secrets: vec![Secret::inline(pms.secret())],
-            request_timeout: Duration::from_secs(2),
-            concurrency: 8,
-            retry: RetryPolicy {
-                initial_interval: Duration::from_millis(100),
-                max_interval: Duration::from_secs(1),
-                give_up_after: Duration::from_secs(3600),
-            },
-        }),
-        jobs: JobsSettings::off(),
-        retention: RetentionSettings {
-            content: None,
-            tombstones: None,
-        },
-        http: None,
-        warnings: Vec::new(),
+        forward: Some(forward),
+        ..Settings::built_in(store_path, booking)
     };
     let path = settings.store.path.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&path, Access::Consumer)).await??;

@@ -39,13 +39,17 @@ impl JobKind {
     }
 }
 
+/// A cron pattern that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ScheduleError(#[from] croner::errors::CronError);
+
 /// Parses a cron pattern with a seconds field ("sec min hour day-of-month month day-of-week").
-pub fn parse_schedule(pattern: &str) -> Result<croner::Cron, String> {
-    croner::parser::CronParser::builder()
+pub fn parse_schedule(pattern: &str) -> Result<croner::Cron, ScheduleError> {
+    Ok(croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .build()
-        .parse(pattern)
-        .map_err(|e| e.to_string())
+        .parse(pattern)?)
 }
 
 /// Runs `kind` once now, records it in `job_runs` and logs one summary line. Returns the summary's figures.

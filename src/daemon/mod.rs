@@ -227,8 +227,7 @@ fn reload(running: &Settings, log: &crate::telemetry::LogHandle) -> Option<Setti
     }
     let mut same_level = new.clone();
     same_level.log.level = running.log.level.clone();
-    // The rendering masks secrets, so they are compared apart.
-    if same_level.render_masked() == running.render_masked() && secret_values(&new) == secret_values(running) {
+    if same_level == *running {
         if restart_needed.is_empty() {
             tracing::info!("configuration reloaded");
             crate::daemon::notify::status("configuration reloaded");
@@ -236,15 +235,6 @@ fn reload(running: &Settings, log: &crate::telemetry::LogHandle) -> Option<Setti
         return None;
     }
     Some(new)
-}
-
-fn secret_values(settings: &Settings) -> Vec<&str> {
-    let booking = match &settings.booking.auth {
-        crate::config::BookingAuth::Basic { password, .. } => password,
-        crate::config::BookingAuth::Token { client_secret, .. } => client_secret,
-    };
-    let forward = settings.forward.iter().flat_map(|f| f.secrets.iter());
-    std::iter::once(booking).chain(forward).map(|s| s.expose()).collect()
 }
 
 /// One task per scheduled job; a run in progress is waited for like the workers.

@@ -6,7 +6,32 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::config::{Secret, webhook_key};
+use crate::config::Secret;
+
+/// Standard Webhooks secrets are "whsec_" + base64 of the key; shorter keys are refused as too weak.
+const MIN_WEBHOOK_KEY_BYTES: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("must start with \"whsec_\" (Standard Webhooks format: whsec_ + base64)")]
+    Prefix,
+    #[error("the part after whsec_ is not valid base64")]
+    Base64,
+    #[error("the key is {0} bytes; at least {MIN_WEBHOOK_KEY_BYTES} are required")]
+    TooShort(usize),
+    #[error("no signing secret")]
+    None,
+}
+
+/// The HMAC key of a Standard Webhooks secret: the base64 after `whsec_`.
+pub fn webhook_key(secret: &str) -> Result<Vec<u8>, KeyError> {
+    let encoded = secret.strip_prefix("whsec_").ok_or(KeyError::Prefix)?;
+    let key = STANDARD.decode(encoded).map_err(|_| KeyError::Base64)?;
+    if key.len() < MIN_WEBHOOK_KEY_BYTES {
+        return Err(KeyError::TooShort(key.len()));
+    }
+    Ok(key)
+}
 
 pub struct Signer {
     keys: Vec<Vec<u8>>,
@@ -14,13 +39,13 @@ pub struct Signer {
 
 impl Signer {
     /// Keys from `whsec_...` secrets; the first is current, the rest are kept during a rotation.
-    pub fn new(secrets: &[Secret]) -> Result<Signer, String> {
+    pub fn new(secrets: &[Secret]) -> Result<Signer, KeyError> {
         let keys = secrets
             .iter()
             .map(|s| webhook_key(s.expose()))
             .collect::<Result<Vec<_>, _>>()?;
         if keys.is_empty() {
-            return Err("no signing secret".into());
+            return Err(KeyError::None);
         }
         Ok(Signer { keys })
     }

@@ -252,7 +252,7 @@ pub enum ForwardError {
     #[error("cannot build the webhook HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error("forward.secret: {0}")]
-    Secret(String),
+    Secret(#[from] super::signing::KeyError),
 }
 
 impl Forwarder {
@@ -266,7 +266,7 @@ impl Forwarder {
             outbox: Outbox::new(store),
             client: http_client::client(settings.request_timeout)?,
             url: settings.url.clone(),
-            signer: Arc::new(Signer::new(&settings.secrets).map_err(ForwardError::Secret)?),
+            signer: Arc::new(Signer::new(&settings.secrets)?),
             concurrency: settings.concurrency,
             retry: settings.retry,
             request_timeout: settings.request_timeout,

@@ -20,13 +20,11 @@ use crate::support::*;
 const VECTOR_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn forward_settings(pms: &FakePms, concurrency: usize, retry: RetryPolicy) -> ForwardSettings {
-    ForwardSettings {
-        url: pms.url().parse().unwrap(),
-        secrets: vec![Secret::inline(pms.secret())],
-        request_timeout: Duration::from_secs(2),
-        concurrency,
-        retry,
-    }
+    let mut settings = ForwardSettings::new(pms.url().parse().unwrap(), vec![Secret::inline(pms.secret())]);
+    settings.request_timeout = Duration::from_secs(2);
+    settings.concurrency = concurrency;
+    settings.retry = retry;
+    settings
 }
 
 fn fast_retry() -> RetryPolicy {

@@ -24,28 +24,26 @@ pub async fn within<T>(seconds: u64, what: &str, future: impl std::future::Futur
 }
 
 pub fn basic_settings(fake: &FakeOta) -> BookingSettings {
-    BookingSettings {
-        base_url: fake.base_url().parse().unwrap(),
-        auth: BookingAuth::Basic {
-            username: "relay".into(),
-            password: Secret::inline(PASSWORD),
-        },
-        poll_interval: Duration::from_millis(100),
-        request_timeout: Duration::from_secs(1),
-        backoff_initial: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(100),
-    }
+    let auth = BookingAuth::Basic {
+        username: "relay".into(),
+        password: Secret::inline(PASSWORD),
+    };
+    let mut settings = BookingSettings::new(fake.base_url().parse().unwrap(), auth);
+    settings.poll_interval = Duration::from_millis(100);
+    settings.request_timeout = Duration::from_secs(1);
+    settings.backoff_initial = Duration::from_millis(10);
+    settings.backoff_max = Duration::from_millis(100);
+    settings
 }
 
 pub fn token_settings(fake: &FakeOta) -> BookingSettings {
-    BookingSettings {
-        auth: BookingAuth::Token {
-            client_id: "relay-client".into(),
-            client_secret: Secret::inline(CLIENT_SECRET),
-            token_url: fake.token_url().parse().unwrap(),
-        },
-        ..basic_settings(fake)
-    }
+    let mut settings = basic_settings(fake);
+    settings.auth = BookingAuth::Token {
+        client_id: "relay-client".into(),
+        client_secret: Secret::inline(CLIENT_SECRET),
+        token_url: fake.token_url().parse().unwrap(),
+    };
+    settings
 }
 
 pub fn basic_fake_auth() -> ota_relay::fake::FakeAuth {
