@@ -327,8 +327,12 @@ fn backfill(config_path: &std::path::Path, args: BackfillArgs) -> ExitCode {
     };
     let run = async {
         let store = crate::store::Store::open(&settings.store.path, crate::store::Access::Shared)?;
-        let client = crate::channel::booking::BookingClient::new(&settings.booking, store.clone())
-            .context("cannot build the Booking.com HTTP client")?;
+        let client = crate::channel::booking::BookingClient::new(
+            &settings.booking,
+            store.clone(),
+            crate::metrics::Metrics::new(),
+        )
+        .context("cannot build the Booking.com HTTP client")?;
         let report =
             crate::channel::booking::backfill::run(&client, &store, &request, |line| println!("{line}")).await?;
         println!("{report}");

@@ -104,7 +104,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
     let cancel = CancellationToken::new();
     let daemon = tokio::spawn({
         let (settings, store, cancel) = (settings.clone(), store.clone(), cancel.clone());
-        async move { crate::daemon::serve(&settings, store, cancel, Default::default(), None).await }
+        async move {
+            let (cx, fatal) = crate::daemon::Context::new(store, cancel);
+            crate::daemon::serve(&settings, cx, fatal, None).await
+        }
     });
     tokio::time::timeout(Duration::from_secs(120), fake.wait_for(|s| s.drained()))
         .await

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{RetentionSettings, Schedule};
+use crate::daemon::Context;
 use crate::store::housekeeping;
 use crate::store::{Store, StoreError, now_ms};
 
@@ -123,14 +123,15 @@ fn figures_line(figures: &serde_json::Value) -> String {
 
 /// Runs `kind` on `schedule` until cancelled. A run is never interrupted: cancellation is seen between runs.
 pub async fn run_schedule(
-    store: Store,
+    cx: Context,
     kind: JobKind,
     schedule: Schedule,
     timezone: chrono_tz::Tz,
     retention: RetentionSettings,
-    cancel: CancellationToken,
-    metrics: crate::metrics::Metrics,
 ) {
+    let Context {
+        store, metrics, cancel, ..
+    } = cx;
     tracing::info!(job = kind.name(), schedule = %schedule.pattern, timezone = timezone.name(), "job scheduled");
     loop {
         let now = Utc::now().with_timezone(&timezone);

@@ -1,6 +1,8 @@
 //! Forwarding to the operator's PMS webhook: the durable outbox, Standard Webhooks signing, the payload
-//! contract and the delivery worker.
+//! contract, one attempt and its decisions, the PMS's health, and the delivery worker.
 
+pub mod attempt;
+mod health;
 pub mod outbox;
 pub mod payload;
 pub mod signing;

@@ -33,7 +33,7 @@ async fn tokens_are_reused_and_renewed_at_once_when_they_expire_early() {
     let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
     let cancel = CancellationToken::new();
     let task = tokio::spawn(
-        Drainer::new(&token_settings(&fake), store, cancel.clone())
+        Drainer::new(&token_settings(&fake), &context(&store, &cancel))
             .unwrap()
             .run(),
     );
@@ -85,7 +85,7 @@ async fn the_hourly_token_quota_is_never_exceeded_even_across_restarts() {
     let path = dir.path().join("relay.db");
     {
         let store = Store::open(&path, Access::Consumer).unwrap();
-        let mut drainer = Drainer::new(&token_settings(&fake), store, CancellationToken::new()).unwrap();
+        let mut drainer = drainer(&token_settings(&fake), &store);
         let mut quota = None;
         for _ in 0..200 {
             let result = drainer.drain_once().await;
@@ -107,7 +107,7 @@ async fn the_hourly_token_quota_is_never_exceeded_even_across_restarts() {
     }
     // A restart (new process state, same store) must not exchange again.
     let store = Store::open(&path, Access::Consumer).unwrap();
-    let mut drainer = Drainer::new(&token_settings(&fake), store, CancellationToken::new()).unwrap();
+    let mut drainer = drainer(&token_settings(&fake), &store);
     assert!(quota_error(&drainer.drain_once().await).is_some());
     assert_eq!(
         fake.read(|s| s.token_exchanges.len()),
@@ -123,7 +123,7 @@ async fn a_token_refused_from_the_start_is_a_credentials_problem_not_a_renewal_l
     fake.revoke_tokens(true);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
-    let mut drainer = Drainer::new(&token_settings(&fake), store, CancellationToken::new()).unwrap();
+    let mut drainer = drainer(&token_settings(&fake), &store);
     for _ in 0..3 {
         match drainer.drain_once().await {
             Err(DrainError::Fetch(e)) => assert!(e.is_credentials(), "{e}"),
@@ -148,7 +148,7 @@ async fn a_rejected_client_secret_is_reported_without_revealing_it() {
     if let ota_relay::config::BookingAuth::Token { client_secret, .. } = &mut settings.auth {
         *client_secret = ota_relay::config::Secret::inline("not-the-secret");
     }
-    let mut drainer = Drainer::new(&settings, store, CancellationToken::new()).unwrap();
+    let mut drainer = drainer(&settings, &store);
     match drainer.drain_once().await {
         Err(DrainError::Fetch(e @ FetchError::Auth(AuthError::Rejected { .. }))) => {
             assert!(e.is_credentials());

@@ -43,7 +43,7 @@ impl Setup {
     }
 
     fn drainer(&self, cancel: CancellationToken) -> Drainer {
-        Drainer::new(&basic_settings(&self.fake), self.store.clone(), cancel).unwrap()
+        Drainer::new(&basic_settings(&self.fake), &context(&self.store, &cancel)).unwrap()
     }
 
     /// Runs the real loop until the fake's queue is empty.
@@ -198,7 +198,7 @@ async fn every_kind_of_bad_answer_is_transient_and_confirms_nothing() {
         let stored = count(&setup.db_path(), "SELECT count(*) FROM messages");
         setup.fake.inject(Endpoint::Latest, fault.clone());
         match drainer.drain_once().await {
-            Err(DrainError::Fetch(e)) => assert_eq!(e.kind(), kind, "{fault:?}: {e}"),
+            Err(DrainError::Fetch(e)) => assert_eq!(e.kind().to_string(), kind, "{fault:?}: {e}"),
             other => panic!("{fault:?}: expected a fetch error, got {other:?}"),
         }
         assert_eq!(setup.fake.read(|s| s.puts), puts, "{fault:?} was followed by a PUT");
@@ -363,7 +363,7 @@ async fn wrong_basic_credentials_are_reported_as_a_credentials_problem() {
         username: "relay".into(),
         password: ota_relay::config::Secret::inline("wrong"),
     };
-    let mut drainer = Drainer::new(&settings, setup.store.clone(), CancellationToken::new()).unwrap();
+    let mut drainer = drainer(&settings, &setup.store.clone());
     match drainer.drain_once().await {
         Err(DrainError::Fetch(e @ FetchError::Unauthorized { .. })) => {
             assert!(e.is_credentials());

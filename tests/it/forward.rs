@@ -1,7 +1,6 @@
 //! Forwarding to a fake PMS over real HTTP: delivery, signatures, retries, probes, dead letters, crashes.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ota_relay::channel::booking::drain::Drainer;
@@ -12,7 +11,6 @@ use ota_relay::fake::{
 use ota_relay::forward::Forwarder;
 use ota_relay::forward::signing::Signer;
 use ota_relay::store::{Access, Store, now_ms};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -57,17 +55,9 @@ impl Relay {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
         let cancel = CancellationToken::new();
-        let wake = Arc::new(Notify::new());
-        let drainer = Drainer::new(&basic_settings(&ota), store.clone(), cancel.clone())
-            .unwrap()
-            .notify_on_commit(wake.clone());
-        let forwarder = Forwarder::new(
-            &forward_settings(&pms, concurrency, retry),
-            store.clone(),
-            wake,
-            cancel.clone(),
-        )
-        .unwrap();
+        let cx = context(&store, &cancel);
+        let drainer = Drainer::new(&basic_settings(&ota), &cx).unwrap();
+        let forwarder = Forwarder::new(&forward_settings(&pms, concurrency, retry), &cx).unwrap();
         let tasks = vec![tokio::spawn(drainer.run()), tokio::spawn(forwarder.run())];
         Relay {
             ota,
@@ -400,18 +390,9 @@ async fn gone_is_a_dead_letter_at_once_and_redirects_are_not_followed() {
     ota.enqueue(samples.clone());
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
-    Drainer::new(&basic_settings(&ota), store.clone(), CancellationToken::new())
-        .unwrap()
-        .drain_once()
-        .await
-        .unwrap();
-    let mut forwarder = Forwarder::new(
-        &forward_settings(&pms, 8, fast_retry()),
-        store.clone(),
-        Default::default(),
-        Default::default(),
-    )
-    .unwrap();
+    drainer(&basic_settings(&ota), &store).drain_once().await.unwrap();
+    let cx = context(&store, &CancellationToken::new());
+    let mut forwarder = Forwarder::new(&forward_settings(&pms, 8, fast_retry()), &cx).unwrap();
     pms.always(&webhook_id(&samples[0]), 410);
     pms.always(&webhook_id(&samples[1]), 307);
     let report = forwarder.deliver_due().await.unwrap();
@@ -431,7 +412,7 @@ async fn gone_is_a_dead_letter_at_once_and_redirects_are_not_followed() {
 
 #[tokio::test]
 async fn retry_delays_grow_from_the_stored_attempt_count_with_jitter_and_cap() {
-    use ota_relay::forward::worker::retry_delay;
+    use ota_relay::forward::attempt::retry_delay;
     let policy = RetryPolicy {
         initial_interval: Duration::from_secs(5),
         max_interval: Duration::from_secs(3600),
@@ -931,4 +912,135 @@ async fn sigterm_lets_deliveries_in_flight_finish_and_records_them() {
     daemon.signal(libc::SIGTERM);
     assert!(daemon.exit().await.0.success());
     assert_eq!(pms.read(|s| s.duplicates()), 0, "a graceful stop duplicates nothing");
+}
+
+mod wake_decision {
+    use std::time::{Duration, Instant};
+
+    use ota_relay::forward::worker::{IDLE_RESCAN, WakeInputs, next_wake};
+
+    fn idle(now: Instant) -> WakeInputs {
+        WakeInputs {
+            now,
+            in_flight: 0,
+            concurrency: 8,
+            ready: 0,
+            holding: false,
+            commit_retry_at: None,
+            failing: false,
+            next_probe: now,
+            rescan_at: now + IDLE_RESCAN,
+            summary_at: now + Duration::from_secs(300),
+            clock_check_at: now + IDLE_RESCAN,
+        }
+    }
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn healthy_and_idle_it_wakes_when_the_next_row_is_due() {
+        let now = Instant::now();
+        let w = WakeInputs {
+            rescan_at: now + S(2),
+            ..idle(now)
+        };
+        assert_eq!(next_wake(&w), now + S(2));
+        // Nothing due for longer: the idle rescan bounds the wait.
+        let w = WakeInputs {
+            rescan_at: now + S(3600),
+            ..idle(now)
+        };
+        assert_eq!(next_wake(&w), now + IDLE_RESCAN);
+    }
+
+    #[test]
+    fn with_every_slot_in_flight_it_waits_for_an_answer_not_for_the_rescan() {
+        let now = Instant::now();
+        let w = WakeInputs {
+            in_flight: 8,
+            ready: 4,
+            rescan_at: now - S(1),
+            ..idle(now)
+        };
+        assert!(
+            next_wake(&w) > now,
+            "a past rescan while nothing can be launched would spin"
+        );
+    }
+
+    /// The first spin found: failing, every row told to wait ("Retry-After: 3600"), the probe time passed.
+    #[test]
+    fn failing_with_nothing_due_it_does_not_wake_at_a_past_probe_time() {
+        let now = Instant::now();
+        let w = WakeInputs {
+            failing: true,
+            next_probe: now - S(5),
+            rescan_at: now + S(20),
+            ..idle(now)
+        };
+        assert_eq!(next_wake(&w), now + S(20), "the probe waits for a row to come due");
+    }
+
+    /// The second spin found: the PMS turned failing while a request hangs; nothing can be claimed until it ends.
+    #[test]
+    fn failing_with_a_request_in_flight_it_waits_for_that_request() {
+        let now = Instant::now();
+        let w = WakeInputs {
+            failing: true,
+            in_flight: 1,
+            next_probe: now - S(1),
+            rescan_at: now - S(1),
+            ..idle(now)
+        };
+        assert!(next_wake(&w) > now);
+        assert_eq!(next_wake(&w), now + IDLE_RESCAN);
+    }
+
+    #[test]
+    fn during_an_outage_a_ready_probe_goes_at_the_probe_time() {
+        let now = Instant::now();
+        let w = WakeInputs {
+            failing: true,
+            ready: 3,
+            next_probe: now + S(5),
+            rescan_at: now,
+            ..idle(now)
+        };
+        assert_eq!(next_wake(&w), now + S(5));
+        // Once the probe time has come, at once.
+        let w = WakeInputs { next_probe: now, ..w };
+        assert_eq!(next_wake(&w), now);
+    }
+
+    #[test]
+    fn outcomes_the_store_refused_are_retried_at_their_time_whatever_else_is_due() {
+        let now = Instant::now();
+        let w = WakeInputs {
+            holding: true,
+            commit_retry_at: Some(now + S(4)),
+            rescan_at: now - S(1),
+            failing: true,
+            next_probe: now - S(1),
+            ..idle(now)
+        };
+        assert_eq!(next_wake(&w), now + S(4));
+    }
+
+    #[test]
+    fn the_summary_and_the_clock_check_bound_every_wait() {
+        let now = Instant::now();
+        let w = WakeInputs {
+            summary_at: now + S(1),
+            rescan_at: now + S(10),
+            ..idle(now)
+        };
+        assert_eq!(next_wake(&w), now + S(1));
+        let w = WakeInputs {
+            clock_check_at: now + S(2),
+            failing: true,
+            next_probe: now + S(50),
+            ..idle(now)
+        };
+        assert_eq!(next_wake(&w), now + S(2));
+    }
 }

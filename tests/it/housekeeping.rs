@@ -275,18 +275,13 @@ fn a_job_still_fires_after_the_runtime_stalled() {
     runtime.block_on(async {
         let store = open(dir.path());
         let cancel = CancellationToken::new();
-        let schedule = Schedule {
-            pattern: "* * * * * *".into(),
-            cron: jobs::parse_schedule("* * * * * *").unwrap(),
-        };
+        let schedule = Schedule::parse("* * * * * *").unwrap();
         let task = tokio::spawn(jobs::run_schedule(
-            store.clone(),
+            context(&store, &cancel),
             JobKind::DuplicateFilter,
             schedule,
             chrono_tz::UTC,
             KEEP,
-            cancel.clone(),
-            Default::default(),
         ));
         let runs = || -> i64 {
             db(&path)

@@ -8,7 +8,6 @@ use ota_relay::fake::{
 
 use ota_relay::channel::booking::drain::Drainer;
 use ota_relay::forward::OutboxSummary;
-use ota_relay::metrics::Metrics;
 use ota_relay::store::{Access, Store, now_ms};
 use tokio_util::sync::CancellationToken;
 
@@ -170,10 +169,9 @@ async fn token_exchanges_are_timed_with_the_other_booking_requests() {
     let ota = token_fake(FakeOtaOptions::default(), 150).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
-    let metrics = Metrics::default();
-    let mut drainer = Drainer::new(&token_settings(&ota), store, CancellationToken::new())
-        .unwrap()
-        .with_metrics(metrics.clone());
+    let cx = context(&store, &CancellationToken::new());
+    let metrics = cx.metrics.clone();
+    let mut drainer = Drainer::new(&token_settings(&ota), &cx).unwrap();
     drainer.drain_once().await.unwrap();
     drainer.drain_once().await.unwrap();
 

@@ -6,11 +6,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use ota_relay::channel::booking::drain::Drainer;
 use ota_relay::fake::{Endpoint, FakeOta, FakeOtaOptions, Fault, guest_message, poison_message};
 use ota_relay::store::{Access, Store};
 use proptest::prelude::*;
-use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
@@ -75,7 +73,7 @@ async fn run_case(steps: Vec<Step>, redelivery_rate: f64, seed: u64) -> Result<(
     let settings = basic_settings(&fake);
     let open = || {
         let store = Store::open(&path, Access::Consumer).unwrap();
-        Drainer::new(&settings, store, CancellationToken::new()).unwrap()
+        drainer(&settings, &store)
     };
     let mut drainer = Some(open());
     let mut enqueued: HashSet<String> = HashSet::new();

@@ -2,10 +2,9 @@
 
 use std::path::Path;
 
-use ota_relay::channel::booking::drain::{DrainError, Drainer};
+use ota_relay::channel::booking::drain::DrainError;
 use ota_relay::fake::{FakeOta, FakeOtaOptions, commit_as_batch, guest_message};
 use ota_relay::store::{Access, Store, StoreError};
-use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
@@ -21,7 +20,7 @@ async fn a_full_disk_means_no_confirm_a_clear_error_and_recovery_when_space_retu
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.db");
     let store = Store::open(&path, Access::Consumer).unwrap();
-    let mut drainer = Drainer::new(&basic_settings(&fake), store.clone(), CancellationToken::new()).unwrap();
+    let mut drainer = drainer(&basic_settings(&fake), &store.clone());
     assert_eq!(drainer.drain_once().await.unwrap().confirmed, 100);
 
     // The file may not grow any further: SQLite answers SQLITE_FULL, exactly as on a full disk.

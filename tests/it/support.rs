@@ -6,10 +6,14 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ota_relay::channel::booking::drain::Drainer;
 use ota_relay::config::{BookingAuth, BookingSettings, Secret};
+use ota_relay::daemon::Context;
 use ota_relay::fake::{FakeOta, FakeOtaOptions, guest_message};
+use ota_relay::store::Store;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ota-relay");
 pub const PASSWORD: &str = "s3cret-Pa55word";
@@ -44,6 +48,16 @@ pub fn token_settings(fake: &FakeOta) -> BookingSettings {
         token_url: fake.token_url().parse().unwrap(),
     };
     settings
+}
+
+/// A daemon's context on `store` (fresh metrics and wake-ups), cancelled by `cancel`.
+pub fn context(store: &Store, cancel: &CancellationToken) -> Context {
+    Context::new(store.clone(), cancel.clone()).0
+}
+
+/// A drain loop on `store`, as the daemon builds it.
+pub fn drainer(settings: &BookingSettings, store: &Store) -> Drainer {
+    Drainer::new(settings, &context(store, &CancellationToken::new())).unwrap()
 }
 
 pub fn basic_fake_auth() -> ota_relay::fake::FakeAuth {

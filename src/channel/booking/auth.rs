@@ -100,7 +100,15 @@ impl Auth {
         Auth::Basic(sensitive(&format!("Basic {encoded}")).expect("base64 is ASCII"))
     }
 
-    pub fn token(client_id: &str, client_secret: &Secret, token_url: Url, http: reqwest::Client, store: Store) -> Auth {
+    /// Exchanges are timed into `metrics` (`operation="token"`).
+    pub fn token(
+        client_id: &str,
+        client_secret: &Secret,
+        token_url: Url,
+        http: reqwest::Client,
+        store: Store,
+        metrics: Metrics,
+    ) -> Auth {
         Auth::Token(TokenAuth {
             client_id: client_id.to_owned(),
             client_secret: client_secret.clone(),
@@ -108,15 +116,8 @@ impl Auth {
             http,
             store,
             current: tokio::sync::Mutex::new(None),
-            metrics: Metrics::default(),
+            metrics,
         })
-    }
-
-    /// Token exchanges count into the request latency histogram (`operation="token"`).
-    pub fn set_metrics(&mut self, metrics: Metrics) {
-        if let Auth::Token(t) = self {
-            t.metrics = metrics;
-        }
     }
 
     pub async fn credential(&self) -> Result<Credential, AuthError> {

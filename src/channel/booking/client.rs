@@ -84,22 +84,59 @@ impl FetchError {
         }
     }
 
-    /// A short, stable name for "the same failure again" (metrics, persisting-failure detection).
-    pub fn kind(&self) -> String {
-        match self {
-            FetchError::Transport { timeout: true, .. } => "timeout".into(),
-            FetchError::Transport { .. } => "connection".into(),
-            FetchError::Status { status, .. } => format!("http_{status}"),
-            FetchError::Unauthorized { .. } => "unauthorized".into(),
-            FetchError::Malformed { .. } => "malformed".into(),
-            FetchError::Api { .. } => "api_error".into(),
+    /// A short, stable name for "the same failure again" (persisting-failure detection, logs, systemd status).
+    pub fn kind(&self) -> FailureKind {
+        let (what, status) = match self {
+            FetchError::Transport { timeout: true, .. } => ("timeout", None),
+            FetchError::Transport { .. } => ("connection", None),
+            FetchError::Status { status, .. } => ("http", Some(*status)),
+            FetchError::Unauthorized { .. } => ("unauthorized", None),
+            FetchError::Malformed { .. } => ("malformed", None),
+            FetchError::Api { .. } => ("api_error", None),
             FetchError::Body {
                 source: BodyError::TooLarge { .. },
                 ..
-            } => "too_large".into(),
-            FetchError::Body { .. } => "connection".into(),
-            FetchError::Auth(AuthError::QuotaExhausted { .. }) => "token_quota".into(),
-            FetchError::Auth(_) => "token_exchange".into(),
+            } => ("too_large", None),
+            FetchError::Body { .. } => ("connection", None),
+            FetchError::Auth(AuthError::QuotaExhausted { .. }) => ("token_quota", None),
+            FetchError::Auth(_) => ("token_exchange", None),
+        };
+        FailureKind {
+            confirm: false,
+            what,
+            status,
+        }
+    }
+}
+
+/// What kind of failure a drain attempt met, without allocating: `http_503`, `confirm_timeout`, `store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureKind {
+    /// The batch was stored, and its confirm failed.
+    pub confirm: bool,
+    pub what: &'static str,
+    pub status: Option<u16>,
+}
+
+impl FailureKind {
+    pub const fn named(what: &'static str) -> FailureKind {
+        FailureKind {
+            confirm: false,
+            what,
+            status: None,
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.confirm {
+            f.write_str("confirm_")?;
+        }
+        f.write_str(self.what)?;
+        match self.status {
+            Some(status) => write!(f, "_{status}"),
+            None => Ok(()),
         }
     }
 }
@@ -122,7 +159,8 @@ pub struct SearchQuery {
 }
 
 impl BookingClient {
-    pub fn new(settings: &BookingSettings, store: Store) -> Result<BookingClient, reqwest::Error> {
+    /// Token exchanges are timed into `metrics` (the other requests are timed by the drain loop).
+    pub fn new(settings: &BookingSettings, store: Store, metrics: Metrics) -> Result<BookingClient, reqwest::Error> {
         let http = http_client::client(settings.request_timeout)?;
         let base = settings.base_url.as_str().trim_end_matches('/');
         let endpoint = |path: &str| Url::parse(&format!("{base}{path}")).expect("base_url was validated as a URL");
@@ -132,7 +170,14 @@ impl BookingClient {
                 client_id,
                 client_secret,
                 token_url,
-            } => Auth::token(client_id, client_secret, token_url.clone(), http.clone(), store),
+            } => Auth::token(
+                client_id,
+                client_secret,
+                token_url.clone(),
+                http.clone(),
+                store,
+                metrics,
+            ),
         };
         Ok(BookingClient {
             latest_url: endpoint("/messaging/messages/latest"),
@@ -141,11 +186,6 @@ impl BookingClient {
             http,
             auth,
         })
-    }
-
-    /// Token exchanges count into `metrics` with the other Booking.com requests.
-    pub fn set_metrics(&mut self, metrics: Metrics) {
-        self.auth.set_metrics(metrics);
     }
 
     /// `GET /messaging/messages/latest`: up to 100 messages from the head of the queue.

@@ -20,9 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::channel::booking::auth::AuthError;
+use crate::channel::booking::client::FailureKind;
 use crate::channel::booking::{BookingClient, FetchError, PROVIDER};
 use crate::config::BookingSettings;
 use crate::daemon::notify;
+use crate::daemon::{Context, Fatal};
 use crate::metrics::Metrics;
 use crate::store::{BatchSummary, IncomingBatch, Store, StoreError, now_ms};
 
@@ -60,11 +62,14 @@ impl DrainError {
         }
     }
 
-    fn kind(&self) -> String {
+    fn kind(&self) -> FailureKind {
         match self {
-            DrainError::Store(_) => "store".into(),
-            DrainError::Cancelled => "cancelled".into(),
-            DrainError::ConfirmUnknown { source, .. } => format!("confirm_{}", source.kind()),
+            DrainError::Store(_) => FailureKind::named("store"),
+            DrainError::Cancelled => FailureKind::named("cancelled"),
+            DrainError::ConfirmUnknown { source, .. } => FailureKind {
+                confirm: true,
+                ..source.kind()
+            },
             DrainError::Fetch(e) => e.kind(),
         }
     }
@@ -73,52 +78,30 @@ impl DrainError {
 pub struct Drainer {
     client: BookingClient,
     store: Store,
-    cancel: CancellationToken,
+    cx: Context,
+    metrics: Metrics,
     poll_interval: Duration,
     backoff: Backoff,
     failures: FailureRun,
     idle: IdleLog,
-    on_commit: Option<std::sync::Arc<tokio::sync::Notify>>,
-    fatal: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     stored_since_start: u64,
-    metrics: Metrics,
 }
 
 impl Drainer {
-    pub fn new(settings: &BookingSettings, store: Store, cancel: CancellationToken) -> Result<Drainer, reqwest::Error> {
+    /// A drain loop on `cx`: it stores into its store, counts into its metrics, wakes the forwarder after every
+    /// commit that stored new messages, stops on its cancellation, and reports a replaced store as fatal.
+    pub fn new(settings: &BookingSettings, cx: &Context) -> Result<Drainer, reqwest::Error> {
         Ok(Drainer {
-            client: BookingClient::new(settings, store.clone())?,
-            store,
-            cancel,
+            client: BookingClient::new(settings, cx.store.clone(), cx.metrics.clone())?,
+            store: cx.store.clone(),
+            metrics: cx.metrics.clone(),
+            cx: cx.clone(),
             poll_interval: settings.poll_interval,
             backoff: Backoff::new(settings.backoff_initial, settings.backoff_max),
             failures: FailureRun::default(),
             idle: IdleLog::new(),
-            on_commit: None,
-            fatal: None,
             stored_since_start: 0,
-            metrics: Metrics::default(),
         })
-    }
-
-    /// Wakes `notify` after every commit that stored new messages (the forwarder waits on it).
-    pub fn notify_on_commit(mut self, notify: std::sync::Arc<tokio::sync::Notify>) -> Self {
-        self.on_commit = Some(notify);
-        self
-    }
-
-    /// Stops the loop and sends the reason to `fatal` on a failure that waiting cannot fix but a restart does (the
-    /// store file was replaced underneath); without it, that failure is retried like any other.
-    pub fn report_fatal_to(mut self, fatal: tokio::sync::mpsc::UnboundedSender<String>) -> Self {
-        self.fatal = Some(fatal);
-        self
-    }
-
-    /// Counts polls, batches, confirms and request latencies into `metrics` (the daemon's `/metrics`).
-    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
-        self.client.set_metrics(metrics.clone());
-        self.metrics = metrics;
-        self
     }
 
     /// One GET → commit → PUT cycle. An empty answer is a report with `fetched == 0` and no PUT.
@@ -129,7 +112,7 @@ impl Drainer {
         let started = Instant::now();
         let answer = tokio::select! {
             biased;
-            _ = self.cancel.cancelled() => return Err(DrainError::Cancelled),
+            _ = self.cx.cancel.cancelled() => return Err(DrainError::Cancelled),
             answer = self.client.fetch_latest() => answer,
         };
         self.metrics.request("booking", "latest", started.elapsed());
@@ -172,10 +155,8 @@ impl Drainer {
             })
             .await?;
         self.metrics.batch(&committed.summary);
-        if committed.summary.new > 0
-            && let Some(notify) = &self.on_commit
-        {
-            notify.notify_one();
+        if committed.summary.new > 0 {
+            self.cx.wake.commits.notify_one();
         }
         let mut report = BatchReport {
             summary: committed.summary,
@@ -205,7 +186,7 @@ impl Drainer {
     pub async fn run(mut self) {
         tracing::info!(poll_interval = ?self.poll_interval, "draining the Booking.com queue");
         loop {
-            if self.cancel.is_cancelled() {
+            if self.cx.cancel.is_cancelled() {
                 break;
             }
             let wait = match self.drain_once().await {
@@ -218,9 +199,9 @@ impl Drainer {
                     }
                 }
                 Err(DrainError::Cancelled) => break,
-                Err(DrainError::Store(e @ StoreError::Replaced(_))) if self.fatal.is_some() => {
+                Err(DrainError::Store(e @ StoreError::Replaced(_))) => {
                     tracing::error!(error = %e, "stopping: the store must be opened again");
-                    let _ = self.fatal.as_ref().map(|fatal| fatal.send(e.to_string()));
+                    self.cx.report_fatal(Fatal::StoreReplaced(e));
                     break;
                 }
                 Err(error) => self.failed(error).await,
@@ -244,7 +225,7 @@ impl Drainer {
             if left.is_zero() {
                 return true;
             }
-            if !sleep_or_cancel(&self.cancel, left.min(slice)).await {
+            if !sleep_or_cancel(&self.cx.cancel, left.min(slice)).await {
                 return false;
             }
             notify::watchdog();
@@ -297,7 +278,7 @@ impl Drainer {
     /// Logs a failure and returns how long to wait before the next attempt.
     async fn failed(&mut self, error: DrainError) -> Duration {
         let kind = error.kind();
-        self.failures.record(&kind);
+        self.failures.record(kind);
         let fetch = error.fetch_error();
         let wait = match fetch {
             Some(FetchError::Auth(AuthError::QuotaExhausted { until_ms, .. })) => {
@@ -365,15 +346,15 @@ struct FailureRun {
     count: u32,
     same: u32,
     since: Option<Instant>,
-    last_kind: Option<String>,
+    last_kind: Option<FailureKind>,
 }
 
 impl FailureRun {
-    fn record(&mut self, kind: &str) {
-        if self.last_kind.as_deref() == Some(kind) {
+    fn record(&mut self, kind: FailureKind) {
+        if self.last_kind == Some(kind) {
             self.same += 1;
         } else {
-            self.last_kind = Some(kind.to_owned());
+            self.last_kind = Some(kind);
             self.same = 1;
         }
         self.count += 1;

@@ -1,0 +1,55 @@
+//! SIGHUP: the configuration is read again and applied where it can be without a restart.
+
+use crate::config::Settings;
+
+/// SIGHUP: re-reads the file. An invalid file changes nothing; the log level applies at once; the store path,
+/// the listen address and the log format need a restart and are kept. Returns the settings to restart the
+/// workers with, when anything they use changed.
+pub(super) fn reload(running: &Settings, log: &crate::telemetry::LogHandle) -> Option<Settings> {
+    super::notify::status("reloading configuration");
+    let mut new = match crate::config::load(&running.source) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
+            return None;
+        }
+    };
+    for warning in &new.warnings {
+        tracing::warn!("configuration: {warning}");
+    }
+    if new.log.level != running.log.level {
+        match log.set_level(&new.log.level) {
+            Ok(()) => tracing::info!(level = %new.log.level, "log level changed"),
+            Err(e) => tracing::error!(error = %e, "cannot apply log.level"),
+        }
+    }
+    let mut restart_needed = Vec::new();
+    if new.store.path != running.store.path {
+        restart_needed.push("store.path");
+        new.store = running.store.clone();
+    }
+    if new.http.as_ref().map(|h| h.listen) != running.http.as_ref().map(|h| h.listen) {
+        restart_needed.push("http.listen");
+        new.http = running.http;
+    }
+    if new.log.format != running.log.format {
+        restart_needed.push("log.format");
+        new.log.format = running.log.format;
+    }
+    if !restart_needed.is_empty() {
+        tracing::warn!(
+            keys = %restart_needed.join(", "),
+            "these changes need a restart and are not applied (`systemctl restart ota-relay`)"
+        );
+    }
+    let mut same_level = new.clone();
+    same_level.log.level = running.log.level.clone();
+    if same_level == *running {
+        if restart_needed.is_empty() {
+            tracing::info!("configuration reloaded");
+            super::notify::status("configuration reloaded");
+        }
+        return None;
+    }
+    Some(new)
+}
