@@ -200,11 +200,11 @@ pub fn main() -> ExitCode {
                 DeadLettersCommand::List { json } => crate::ops::dead_letters::list(store, json).map(|out| (true, out)),
                 DeadLettersCommand::Replay(args) => {
                     let which = match args.message_id {
-                        Some(id) if !args.all => crate::forward::outbox::Replay::MessageId(id),
-                        _ => crate::forward::outbox::Replay::All,
+                        Some(id) if !args.all => crate::store::deliveries::Replay::MessageId(id),
+                        _ => crate::store::deliveries::Replay::All,
                     };
                     // An unknown message id is an error; "replay all" with nothing to replay is not.
-                    let all = matches!(which, crate::forward::outbox::Replay::All);
+                    let all = matches!(which, crate::store::deliveries::Replay::All);
                     crate::ops::dead_letters::replay(store, &which).map(|(n, out)| (n > 0 || all, out))
                 }
             };

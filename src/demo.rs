@@ -13,10 +13,7 @@ use crate::fake::{
     Endpoint, FakeAuth, FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, Fault, PmsReply, guest_message,
     poison_message,
 };
-use crate::store::{Access, Store};
-
-/// seq, message_id, conversation_reference, sender_role, content
-type SampleRow = (i64, String, Option<String>, Option<String>, Option<String>);
+use crate::store::{Access, Store, batches, messages, quarantine, receipts};
 
 pub struct DemoOptions {
     pub messages: u64,
@@ -123,25 +120,16 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
     daemon.await??;
 
     let counts = store
-        .call(|conn| {
-            let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+        .read(|conn| {
             Ok((
-                count("SELECT count(*) FROM messages")?,
-                count("SELECT count(*) FROM receipts")?,
-                count("SELECT count(*) FROM quarantine")?,
-                count("SELECT count(*) FROM batches")?,
+                messages::counts(conn)?.0,
+                receipts::count(conn)?,
+                quarantine::count(conn)?,
+                batches::count(conn)?,
             ))
         })
         .await?;
-    let samples: Vec<SampleRow> = store
-        .call(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT seq, message_id, conversation_reference, sender_role, content FROM messages ORDER BY seq LIMIT 3",
-            )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await?;
+    let samples = store.read(|conn| Ok(messages::first(conn, 3)?)).await?;
     let (messages, receipts, quarantined, batches) = counts;
 
     let mut out = String::new();
@@ -200,14 +188,17 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
         }
     );
     let _ = writeln!(out, "  first messages:");
-    for (seq, id, reference, role, content) in samples {
-        let content = content.unwrap_or_default();
+    for stored in samples {
+        let m = &stored.message;
+        let content = m.content.as_deref().unwrap_or_default();
         let excerpt: String = content.chars().filter(|c| !c.is_control()).take(48).collect();
         let _ = writeln!(
             out,
-            "    #{seq} {id} reservation {} from {}: {excerpt}",
-            reference.as_deref().unwrap_or("?"),
-            role.as_deref().unwrap_or("?")
+            "    #{} {} reservation {} from {}: {excerpt}",
+            stored.seq,
+            m.message_id,
+            m.conversation_reference.as_deref().unwrap_or("?"),
+            m.sender_role.as_deref().unwrap_or("?")
         );
     }
     let _ = writeln!(

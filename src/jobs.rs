@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use crate::config::{RetentionSettings, Schedule};
 use crate::daemon::Context;
-use crate::store::housekeeping;
 use crate::store::{Store, StoreError, now_ms};
+use crate::store::{housekeeping, job_runs};
 
 /// The longest single sleep while waiting for a job's next occurrence.
 const SLICE: Duration = Duration::from_secs(60);
@@ -61,14 +61,7 @@ pub async fn run_once(
     let started = now_ms();
     tracing::debug!(job = kind.name(), "job started");
     store
-        .call(move |conn| {
-            conn.execute(
-                "INSERT INTO job_runs (job, started_at) VALUES (?1, ?2)
-                 ON CONFLICT (job) DO UPDATE SET started_at = ?2, finished_at = NULL, ok = NULL",
-                rusqlite::params![kind.name(), started],
-            )?;
-            Ok(())
-        })
+        .call(move |conn| Ok(job_runs::started(conn, kind.name(), started)?))
         .await?;
     let now = now_ms();
     let cutoff = |d: Option<Duration>| d.map(|d| now - d.as_millis() as i64);
@@ -94,13 +87,7 @@ pub async fn run_once(
         Err(e) => tracing::error!(job = kind.name(), ms, error = %e, "job failed"),
     }
     store
-        .call(move |conn| {
-            conn.execute(
-                "UPDATE job_runs SET finished_at = ?2, ok = ?3, summary = ?4, runs = runs + 1 WHERE job = ?1",
-                rusqlite::params![kind.name(), finished, ok, summary],
-            )?;
-            Ok(())
-        })
+        .call(move |conn| Ok(job_runs::finished(conn, kind.name(), finished, ok, &summary)?))
         .await?;
     result
 }

@@ -6,33 +6,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-/// A stored message as the outbox reads it.
-#[derive(Debug, Clone)]
-pub struct OutboxMessage {
-    pub seq: i64,
-    pub provider: String,
-    pub message_id: String,
-    pub conversation_id: Option<String>,
-    pub conversation_type: Option<String>,
-    pub conversation_reference: Option<String>,
-    pub property_id: Option<String>,
-    pub sender_id: Option<String>,
-    pub sender_role: Option<String>,
-    pub sender_name: Option<String>,
-    pub content: Option<String>,
-    /// JSON array of strings, as stored.
-    pub attachment_ids: String,
-    pub sent_at: Option<String>,
-    pub first_seen_at: i64,
-    pub raw: Option<String>,
-}
-
-impl OutboxMessage {
-    /// The `webhook-id`: the same across retries and replays, so the PMS can deduplicate on it.
-    pub fn webhook_id(&self) -> String {
-        format!("{}:{}", self.provider, self.message_id)
-    }
-}
+use crate::store::StoredMessage;
 
 #[derive(Serialize)]
 struct Payload<'a> {
@@ -50,7 +24,7 @@ struct Data<'a> {
     conversation: Conversation<'a>,
     sender: Sender<'a>,
     content: Option<&'a str>,
-    attachment_ids: Vec<String>,
+    attachment_ids: &'a [String],
     sent_at: Option<&'a str>,
     received_at: String,
     raw: Option<&'a RawValue>,
@@ -73,15 +47,16 @@ struct Sender<'a> {
 }
 
 /// Serialises the payload for one attempt made at `attempt_ms`.
-pub fn render(m: &OutboxMessage, attempt_ms: i64) -> Result<Vec<u8>, serde_json::Error> {
-    let raw: Option<&RawValue> = m.raw.as_deref().map(serde_json::from_str).transpose()?;
+pub fn render(stored: &StoredMessage, attempt_ms: i64) -> Result<Vec<u8>, serde_json::Error> {
+    let m = &stored.message;
+    let raw: Option<&RawValue> = (!m.raw.is_empty()).then(|| serde_json::from_str(&m.raw)).transpose()?;
     let payload = Payload {
         kind: "message.received",
         timestamp: crate::store::format_ms(attempt_ms),
         data: Data {
-            provider: &m.provider,
+            provider: &stored.provider,
             message_id: &m.message_id,
-            sequence: m.seq,
+            sequence: stored.seq,
             conversation: Conversation {
                 id: m.conversation_id.as_deref(),
                 kind: m.conversation_type.as_deref(),
@@ -94,9 +69,9 @@ pub fn render(m: &OutboxMessage, attempt_ms: i64) -> Result<Vec<u8>, serde_json:
                 name: m.sender_name.as_deref(),
             },
             content: m.content.as_deref(),
-            attachment_ids: serde_json::from_str(&m.attachment_ids).unwrap_or_default(),
+            attachment_ids: &m.attachment_ids,
             sent_at: m.sent_at.as_deref(),
-            received_at: crate::store::format_ms(m.first_seen_at),
+            received_at: crate::store::format_ms(stored.first_seen_at),
             raw,
         },
     };

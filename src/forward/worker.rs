@@ -334,7 +334,7 @@ impl Forwarder {
             if !a.took.is_zero() {
                 self.metrics.request("pms", "deliver", a.took);
             }
-            let id = &a.due.message.message_id;
+            let id = &a.due.message.message.message_id;
             match o.decision {
                 Decision::Delivered => {
                     self.metrics.delivery("delivered");

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::forward::outbox::{self, DeadLetter, Replay};
+use crate::store::deliveries::{self as outbox, DeadLetter, Replay};
 use crate::store::{self, StoreError, now_ms};
 
 pub fn list(store_path: &Path, json: bool) -> Result<String, StoreError> {

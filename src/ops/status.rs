@@ -4,12 +4,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::config::BookingSettings;
-use crate::forward::outbox::{self, OutboxSummary};
-use crate::store::{self, StoreError, format_ms, now_ms};
+use crate::store::deliveries::{self, OutboxSummary};
+use crate::store::job_runs::{self, JobRun};
+use crate::store::source_state::{self, Source, SourceTimes};
+use crate::store::{self, StoreError, batches, messages, quarantine};
 
 /// When a healthy store becomes "degraded".
 #[derive(Debug, Clone, Copy)]
@@ -45,12 +46,6 @@ impl Thresholds {
     }
 }
 
-/// The source's row as `problems` needs it: times in ms.
-struct SourceTimes {
-    last_poll_at: Option<i64>,
-    failing_since: Option<i64>,
-}
-
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub store: String,
@@ -67,17 +62,6 @@ pub struct Status {
     pub jobs: Vec<JobRun>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Source {
-    pub provider: String,
-    pub last_poll_at: Option<String>,
-    pub last_success_at: Option<String>,
-    pub last_batch_at: Option<String>,
-    pub failing_since: Option<String>,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<String>,
-}
-
 #[derive(Debug, Serialize)]
 pub struct Deliveries {
     pub pending: i64,
@@ -86,39 +70,29 @@ pub struct Deliveries {
     pub dead_letters: i64,
 }
 
-#[derive(Debug, Serialize)]
-pub struct JobRun {
-    pub job: String,
-    pub last_started_at: String,
-    pub last_finished_at: Option<String>,
-    pub ok: Option<bool>,
-    pub summary: Option<serde_json::Value>,
-    pub runs: i64,
-}
-
 /// Reads the status; an error means the store is unreadable (exit code 2).
 pub fn read(store_path: &Path, thresholds: Thresholds) -> Result<Status, StoreError> {
     let conn = store::open_for_tools(store_path)?;
-    let now = now_ms();
-    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
-    let source = read_source(&conn)?;
-    let outbox = outbox::summary(&conn)?;
+    let now = store::now_ms();
+    let source = source_state::read(&conn)?;
+    let outbox = deliveries::summary(&conn)?;
+    let (messages_stored, tombstones) = messages::counts(&conn)?;
     let mut status = Status {
         store: store_path.display().to_string(),
         health: "healthy",
         problems: Vec::new(),
         daemon_pid: store::consumer_pid(store_path),
-        messages_stored: count("SELECT count(*) FROM messages")?,
-        tombstones: count("SELECT count(*) FROM messages WHERE tombstoned_at IS NOT NULL")?,
-        redeliveries_filtered: count("SELECT coalesce(sum(redelivered), 0) FROM batches WHERE origin = 'queue'")?,
-        quarantined: count("SELECT count(*) FROM quarantine")?,
+        messages_stored,
+        tombstones,
+        redeliveries_filtered: batches::redeliveries_filtered(&conn)?,
+        quarantined: quarantine::count(&conn)?,
         deliveries: Deliveries {
             pending: outbox.pending,
             oldest_pending_age_s: outbox.oldest_pending_age_s(now),
-            delivered: count("SELECT count(*) FROM deliveries WHERE state = 'delivered'")?,
+            delivered: deliveries::count_delivered(&conn)?,
             dead_letters: outbox.dead,
         },
-        jobs: read_jobs(&conn)?,
+        jobs: job_runs::all(&conn)?,
         source: source.as_ref().map(|(s, _)| s.clone()),
     };
     status.problems = problems(now, thresholds, &outbox, &source);
@@ -132,9 +106,9 @@ pub fn read(store_path: &Path, thresholds: Thresholds) -> Result<Status, StoreEr
 /// the counts over the whole history that `read` reports.
 pub fn problems_now(store_path: &Path, thresholds: Thresholds) -> Result<Vec<String>, StoreError> {
     let conn = store::open_for_tools(store_path)?;
-    let source = read_source(&conn)?;
-    let outbox = outbox::summary(&conn)?;
-    Ok(problems(now_ms(), thresholds, &outbox, &source))
+    let source = source_state::read(&conn)?;
+    let outbox = deliveries::summary(&conn)?;
+    Ok(problems(store::now_ms(), thresholds, &outbox, &source))
 }
 
 fn problems(
@@ -191,52 +165,6 @@ fn problems(
         ));
     }
     problems
-}
-
-/// The Booking.com source, with its last poll and the start of its current run of failures (ms).
-fn read_source(conn: &Connection) -> rusqlite::Result<Option<(Source, SourceTimes)>> {
-    conn.query_row(
-        "SELECT provider, last_poll_at, last_success_at, last_batch_at, failing_since, last_error, last_error_at
-         FROM source_state ORDER BY provider LIMIT 1",
-        [],
-        |r| {
-            let at = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.map(format_ms));
-            let last_poll_at: Option<i64> = r.get(1)?;
-            let failing_since: Option<i64> = r.get(4)?;
-            Ok((
-                Source {
-                    provider: r.get(0)?,
-                    last_poll_at: at(1)?,
-                    last_success_at: at(2)?,
-                    last_batch_at: at(3)?,
-                    failing_since: failing_since.map(format_ms),
-                    last_error: r.get(5)?,
-                    last_error_at: at(6)?,
-                },
-                SourceTimes {
-                    last_poll_at,
-                    failing_since,
-                },
-            ))
-        },
-    )
-    .optional()
-}
-
-fn read_jobs(conn: &Connection) -> rusqlite::Result<Vec<JobRun>> {
-    let mut stmt = conn.prepare("SELECT job, started_at, finished_at, ok, summary, runs FROM job_runs ORDER BY job")?;
-    stmt.query_map([], |r| {
-        let summary: Option<String> = r.get(4)?;
-        Ok(JobRun {
-            job: r.get(0)?,
-            last_started_at: format_ms(r.get(1)?),
-            last_finished_at: r.get::<_, Option<i64>>(2)?.map(format_ms),
-            ok: r.get(3)?,
-            summary: summary.map(|s| serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s))),
-            runs: r.get(5)?,
-        })
-    })?
-    .collect()
 }
 
 fn human(seconds: i64) -> String {

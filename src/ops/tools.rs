@@ -4,11 +4,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
-
 use crate::store::housekeeping::{self, Erase, EraseReport};
-use crate::store::{self, StoreError, format_ms, now_ms};
+use crate::store::{self, StoreError, messages, now_ms, quarantine};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -47,7 +44,7 @@ pub fn backup(store_path: &Path, target: &Path) -> Result<String, ToolError> {
             target.display()
         )));
     }
-    let messages: i64 = copy.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
+    let (messages, _) = messages::counts(&copy)?;
     let bytes = std::fs::metadata(target).map(|m| m.len()).unwrap_or(0);
     Ok(format!(
         "backup written to {} ({messages} messages, {bytes} bytes, integrity_check ok)\n",
@@ -55,36 +52,9 @@ pub fn backup(store_path: &Path, target: &Path) -> Result<String, ToolError> {
     ))
 }
 
-#[derive(Debug, Serialize)]
-pub struct QuarantinedElement {
-    pub id: i64,
-    pub provider: String,
-    pub reason: String,
-    pub first_seen_at: String,
-    pub last_seen_at: String,
-    pub seen_count: i64,
-    pub bytes: i64,
-}
-
 pub fn quarantine_list(store_path: &Path, json: bool) -> Result<String, ToolError> {
     let conn = store::open_for_tools(store_path)?;
-    let mut stmt = conn.prepare(
-        "SELECT id, provider, reason, first_seen_at, last_seen_at, seen_count, length(raw)
-         FROM quarantine ORDER BY id",
-    )?;
-    let items: Vec<QuarantinedElement> = stmt
-        .query_map([], |r| {
-            Ok(QuarantinedElement {
-                id: r.get(0)?,
-                provider: r.get(1)?,
-                reason: r.get(2)?,
-                first_seen_at: format_ms(r.get(3)?),
-                last_seen_at: format_ms(r.get(4)?),
-                seen_count: r.get(5)?,
-                bytes: r.get(6)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
+    let items = quarantine::list(&conn)?;
     if json {
         return Ok(serde_json::to_string_pretty(&items).unwrap_or_else(|_| "[]".into()) + "\n");
     }
@@ -116,22 +86,15 @@ pub fn quarantine_list(store_path: &Path, json: bool) -> Result<String, ToolErro
 /// The element's exact bytes as received (guest data: for the operator's terminal, never the log).
 pub fn quarantine_show(store_path: &Path, id: i64) -> Result<String, ToolError> {
     let conn = store::open_for_tools(store_path)?;
-    let found: Option<(String, String)> = conn
-        .query_row("SELECT reason, raw FROM quarantine WHERE id = ?1", [id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?;
-    let (reason, raw) = found.ok_or_else(|| ToolError::Usage(format!("no quarantined element with id {id}")))?;
+    let (reason, raw) =
+        quarantine::get(&conn, id)?.ok_or_else(|| ToolError::Usage(format!("no quarantined element with id {id}")))?;
     Ok(format!("# reason: {reason}\n{raw}\n"))
 }
 
 /// Removes quarantined elements: one by id, or all.
 pub fn quarantine_purge(store_path: &Path, id: Option<i64>) -> Result<String, ToolError> {
     let conn = store::open_for_tools(store_path)?;
-    let n = match id {
-        Some(id) => conn.execute("DELETE FROM quarantine WHERE id = ?1", params![id])?,
-        None => conn.execute("DELETE FROM quarantine", [])?,
-    };
+    let n = quarantine::purge(&conn, id)?;
     if n == 0
         && let Some(id) = id
     {

@@ -2,11 +2,11 @@
 //! store job: the drain's commits and the forwarder's outcomes queue on the same store thread, so they wait for
 //! one chunk (milliseconds), never for the whole run.
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior};
 use serde::Serialize;
 
-use super::messages::sha256_hex;
-use super::{Store, StoreError};
+pub use super::messages::Erase;
+use super::{Store, StoreError, batches, deliveries, messages, quarantine, receipts};
 
 /// Rows handled per transaction by the jobs that walk many rows.
 const CHUNK: usize = 2000;
@@ -44,14 +44,19 @@ impl Store {
         let mut report = DuplicateFilterReport::default();
         // Only the receipts present now: batches committed between chunks wait for the next run, so a run ends
         // even while a large backlog is being drained.
-        let upto: i64 = self
-            .call(|conn| Ok(conn.query_row("SELECT coalesce(max(id), 0) FROM receipts", [], |r| r.get(0))?))
-            .await?;
+        let upto: i64 = self.call(|conn| Ok(receipts::max_id(conn)?)).await?;
         while let Some((rows, redelivered)) = self.call(move |conn| Ok(compact_receipts_chunk(conn, upto)?)).await? {
             report.receipts_compacted += rows;
             report.redeliveries_filtered += redelivered;
         }
-        let (missing, orphans) = self.call(move |conn| Ok(repair_deliveries(conn, now)?)).await?;
+        let (missing, orphans) = self
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let repaired = deliveries::repair(&tx, now)?;
+                tx.commit()?;
+                Ok(repaired)
+            })
+            .await?;
         report.missing_deliveries = missing;
         report.orphan_deliveries = orphans;
         Ok(report)
@@ -108,66 +113,22 @@ impl Store {
 /// None when none are left.
 fn compact_receipts_chunk(conn: &mut Connection, upto: i64) -> rusqlite::Result<Option<(u64, u64)>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let Some(max_id): Option<i64> = tx
-        .query_row(
-            "SELECT max(id) FROM (SELECT id FROM receipts WHERE id <= ?2 ORDER BY id LIMIT ?1)",
-            params![CHUNK as i64, upto],
-            |r| r.get(0),
-        )
-        .optional()?
-        .flatten()
-    else {
+    let Some(max_id) = receipts::chunk_end(&tx, upto, CHUNK)? else {
         return Ok(None);
     };
-    let (rows, redelivered): (i64, i64) = tx.query_row(
-        "SELECT count(*), coalesce(sum(1 - stored), 0) FROM receipts WHERE id <= ?1",
-        [max_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    tx.execute(
-        "UPDATE messages SET redeliveries = redeliveries + c.n
-         FROM (SELECT provider, message_id, count(*) AS n FROM receipts
-               WHERE id <= ?1 AND stored = 0 GROUP BY provider, message_id) AS c
-         WHERE messages.provider = c.provider AND messages.message_id = c.message_id",
-        [max_id],
-    )?;
-    tx.execute("DELETE FROM receipts WHERE id <= ?1", [max_id])?;
+    let tally = receipts::tally(&tx, max_id)?;
+    messages::add_redeliveries(&tx, max_id)?;
+    receipts::delete_upto(&tx, max_id)?;
     tx.commit()?;
-    Ok(Some((rows as u64, redelivered as u64)))
-}
-
-/// (missing delivery rows created, orphan delivery rows removed).
-fn repair_deliveries(conn: &mut Connection, now: i64) -> rusqlite::Result<(u64, u64)> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let missing = tx.execute(
-        "INSERT INTO deliveries (seq, state, next_attempt_at, done_at, last_error)
-         SELECT seq, CASE WHEN tombstoned_at IS NULL THEN 'pending' ELSE 'dead' END, ?1,
-                CASE WHEN tombstoned_at IS NULL THEN NULL ELSE ?1 END,
-                'delivery row recreated by the duplicate filter'
-         FROM messages m WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = m.seq)",
-        [now],
-    )?;
-    let orphans = tx.execute(
-        "DELETE FROM deliveries WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.seq = deliveries.seq)",
-        [],
-    )?;
-    tx.commit()?;
-    Ok((missing as u64, orphans as u64))
+    Ok(Some(tally))
 }
 
 /// Tombstones up to `CHUNK` delivered messages done before `cutoff`, in seq order after `after`; returns their seqs.
 fn tombstone_chunk(conn: &mut Connection, cutoff: i64, after: i64, now: i64) -> rusqlite::Result<Vec<i64>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let seqs: Vec<i64> = tx
-        .prepare_cached(
-            "SELECT d.seq FROM deliveries d JOIN messages m USING (seq)
-             WHERE d.seq > ?3 AND d.state = 'delivered' AND d.done_at < ?1 AND m.tombstoned_at IS NULL
-             ORDER BY d.seq LIMIT ?2",
-        )?
-        .query_map(params![cutoff, CHUNK as i64, after], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let seqs = deliveries::delivered_before(&tx, cutoff, after, CHUNK)?;
     for seq in &seqs {
-        tombstone(&tx, *seq, now)?;
+        messages::tombstone(&tx, *seq, now)?;
     }
     tx.commit()?;
     Ok(seqs)
@@ -175,51 +136,21 @@ fn tombstone_chunk(conn: &mut Connection, cutoff: i64, after: i64, now: i64) -> 
 
 fn delete_tombstones_chunk(conn: &mut Connection, cutoff: i64) -> rusqlite::Result<usize> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let seqs: Vec<i64> = tx
-        .prepare("SELECT seq FROM messages WHERE tombstoned_at < ?1 LIMIT ?2")?
-        .query_map(params![cutoff, CHUNK as i64], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let seqs = messages::tombstones_before(&tx, cutoff, CHUNK)?;
     for seq in &seqs {
-        tx.execute("DELETE FROM deliveries WHERE seq = ?1", [seq])?;
-        tx.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
+        deliveries::delete(&tx, *seq)?;
+        messages::delete(&tx, *seq)?;
     }
     tx.commit()?;
     Ok(seqs.len())
 }
 
-/// Otherwise one row per answer with messages, forever. Receipts (until the duplicate filter compacts them) and
-/// quarantined elements refer to theirs; batch ids and receipt ids both grow with time.
+/// Otherwise one row per answer with messages, forever.
 fn delete_batches_chunk(conn: &mut Connection, cutoff: i64) -> rusqlite::Result<usize> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let deleted = tx.execute(
-        "DELETE FROM batches WHERE id IN (
-             SELECT id FROM batches WHERE fetched_at < ?1
-                 AND id < (SELECT coalesce(min(batch_id), 9223372036854775807) FROM receipts)
-                 AND id NOT IN (SELECT first_batch FROM quarantine WHERE first_batch IS NOT NULL)
-             LIMIT ?2)",
-        params![cutoff, CHUNK as i64],
-    )?;
+    let deleted = batches::delete_unreferenced_before(&tx, cutoff, CHUNK)?;
     tx.commit()?;
     Ok(deleted)
-}
-
-/// Removes the personal data of one message and keeps what recognises a redelivery: provider, ids, times and a
-/// hash of the content.
-fn tombstone(conn: &Connection, seq: i64, now: i64) -> rusqlite::Result<()> {
-    let content: Option<String> = conn.query_row("SELECT content FROM messages WHERE seq = ?1", [seq], |r| r.get(0))?;
-    conn.execute(
-        "UPDATE messages SET content = NULL, raw = NULL, sender_name = NULL, attachment_ids = '[]',
-             content_sha256 = coalesce(content_sha256, ?2), tombstoned_at = ?3
-         WHERE seq = ?1",
-        params![seq, content.map(|c| sha256_hex(c.as_bytes())), now],
-    )?;
-    Ok(())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Erase<'a> {
-    MessageId(&'a str),
-    ConversationId(&'a str),
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -234,26 +165,17 @@ pub struct EraseReport {
 /// to a conversation reliably, so only those containing the id verbatim are removed.
 pub fn erase(conn: &mut Connection, which: Erase<'_>, now: i64) -> rusqlite::Result<EraseReport> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (column, id) = match which {
-        Erase::MessageId(id) => ("message_id", id),
-        Erase::ConversationId(id) => ("conversation_id", id),
-    };
-    let seqs: Vec<i64> = tx
-        .prepare(&format!("SELECT seq FROM messages WHERE {column} = ?1"))?
-        .query_map([id], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let seqs = messages::seqs_named(&tx, which)?;
     let mut report = EraseReport::default();
     for seq in &seqs {
-        tombstone(&tx, *seq, now)?;
-        report.undelivered += tx.execute(
-            "UPDATE deliveries SET state = 'dead', done_at = ?2, last_error = 'erased on request before delivery'
-             WHERE seq = ?1 AND state = 'pending'",
-            params![seq, now],
-        )? as u64;
+        messages::tombstone(&tx, *seq, now)?;
+        report.undelivered += u64::from(deliveries::close_erased(&tx, *seq, now)?);
     }
     report.erased = seqs.len() as u64;
-    let quoted = serde_json::to_string(id).unwrap_or_default();
-    report.quarantined_removed = tx.execute("DELETE FROM quarantine WHERE instr(raw, ?1) > 0", [quoted])? as u64;
+    let id = match which {
+        Erase::MessageId(id) | Erase::ConversationId(id) => id,
+    };
+    report.quarantined_removed = quarantine::erase_containing(&tx, id)?;
     tx.commit()?;
     Ok(report)
 }

@@ -1,45 +1,12 @@
-//! Committing fetched batches: the step that makes a confirm upstream legal.
+//! `messages`: every message stored, once per (provider, message_id), in arrival order (`seq`). A tombstone keeps
+//! only what recognises a redelivery: provider, ids, times and a hash of the content.
 
-use rusqlite::{TransactionBehavior, params};
-use sha2::{Digest, Sha256};
+use rusqlite::{Connection, params};
 
-use super::{Store, StoreError, now_ms};
-
-/// One fetched answer, parsed element by element.
-#[derive(Debug)]
-pub struct IncomingBatch {
-    pub provider: &'static str,
-    pub fetched_at: i64,
-    pub ruid: Option<String>,
-    pub elements: Vec<Element>,
-    pub origin: BatchOrigin,
-}
-
-/// Where a batch came from: the queue (a poll, to be confirmed) or a search (`backfill`: nothing to confirm, and
-/// not a sign that the queue is reachable).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchOrigin {
-    Queue,
-    Search,
-}
-
-impl BatchOrigin {
-    fn name(self) -> &'static str {
-        match self {
-            BatchOrigin::Queue => "queue",
-            BatchOrigin::Search => "search",
-        }
-    }
-}
-
-#[derive(Debug)]
-pub enum Element {
-    Message(Box<NewMessage>),
-    Poison(Poison),
-}
+use super::sha256_hex;
 
 /// A message understood well enough to store; every field but `message_id` may be missing upstream.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewMessage {
     pub message_id: String,
     pub conversation_id: Option<String>,
@@ -52,191 +19,155 @@ pub struct NewMessage {
     pub content: Option<String>,
     pub attachment_ids: Vec<String>,
     pub sent_at: Option<String>,
-    /// The message object's bytes exactly as received.
+    /// The message object's bytes exactly as received (empty once tombstoned).
     pub raw: String,
 }
 
-/// An element that could not be understood, kept byte for byte.
-#[derive(Debug, Clone)]
-pub struct Poison {
-    pub raw: String,
-    pub reason: String,
+/// A stored message as the outbox and the tools read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub seq: i64,
+    pub provider: String,
+    pub first_seen_at: i64,
+    pub message: NewMessage,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BatchSummary {
-    pub fetched: usize,
-    pub new: usize,
-    pub redelivered: usize,
-    pub quarantined: usize,
-}
-
-/// How many elements of one answer may be confirmed upstream.
-///
-/// Invariant: the only constructor is [`Store::commit_batch`], after its transaction committed, and the value is
-/// the number of elements of that one answer. A confirm can therefore never count a message that is not durably
-/// stored, nor more messages than the answer it follows held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfirmCount(usize);
-
-impl ConfirmCount {
-    pub fn get(self) -> usize {
-        self.0
+impl StoredMessage {
+    /// The `webhook-id`: the same across retries and replays, so the PMS can deduplicate on it.
+    pub fn webhook_id(&self) -> String {
+        format!("{}:{}", self.provider, self.message.message_id)
     }
 }
 
-#[derive(Debug)]
-pub struct Committed {
-    pub batch_id: i64,
-    pub summary: BatchSummary,
-    pub confirm: ConfirmCount,
+/// The columns [`read_at`] reads, for a query that names the table `m`.
+pub(super) const COLUMNS: &str = "m.seq, m.provider, m.message_id, m.conversation_id, m.conversation_type,
+    m.conversation_reference, m.property_id, m.sender_id, m.sender_role, m.sender_name, m.content,
+    m.attachment_ids, m.sent_at, m.first_seen_at, m.raw";
+
+/// A [`StoredMessage`] from [`COLUMNS`], starting at column `offset`.
+pub(super) fn read_at(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Result<StoredMessage> {
+    let attachments: String = row.get(offset + 11)?;
+    Ok(StoredMessage {
+        seq: row.get(offset)?,
+        provider: row.get(offset + 1)?,
+        first_seen_at: row.get(offset + 13)?,
+        message: NewMessage {
+            message_id: row.get(offset + 2)?,
+            conversation_id: row.get(offset + 3)?,
+            conversation_type: row.get(offset + 4)?,
+            conversation_reference: row.get(offset + 5)?,
+            property_id: row.get(offset + 6)?,
+            sender_id: row.get(offset + 7)?,
+            sender_role: row.get(offset + 8)?,
+            sender_name: row.get(offset + 9)?,
+            content: row.get(offset + 10)?,
+            attachment_ids: serde_json::from_str(&attachments).unwrap_or_default(),
+            sent_at: row.get(offset + 12)?,
+            raw: row.get::<_, Option<String>>(offset + 14)?.unwrap_or_default(),
+        },
+    })
 }
 
-impl Store {
-    /// Stores every element of one answer in one transaction: new messages once, every copy in `receipts`,
-    /// poison in `quarantine`. Returns only after COMMIT (WAL, synchronous=FULL) succeeded.
-    pub async fn commit_batch(&self, batch: IncomingBatch) -> Result<Committed, StoreError> {
-        let file = self.open_file();
-        self.call(move |conn| {
-            // Invariant 1 (nothing confirmed before it is durable) rests on this commit's fsync: `Store::call`
-            // runs every job at synchronous=FULL, switching back after outcome commits (which run at NORMAL).
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.prepare_cached(
-                "INSERT INTO batches (provider, fetched_at, fetched, new, redelivered, quarantined, ruid, origin)
-                 VALUES (?1, ?2, ?3, 0, 0, 0, ?4, ?5)",
-            )?
-            .execute(params![batch.provider, batch.fetched_at, batch.elements.len() as i64, batch.ruid, batch.origin.name()])?;
-            let batch_id = tx.last_insert_rowid();
-            let mut summary = BatchSummary {
-                fetched: batch.elements.len(),
-                ..BatchSummary::default()
-            };
-            {
-                let mut insert_message = tx.prepare_cached(
-                    "INSERT INTO messages (provider, message_id, conversation_id, conversation_type,
-                         conversation_reference, property_id, sender_id, sender_role, sender_name, content,
-                         attachment_ids, sent_at, first_seen_at, raw)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-                     ON CONFLICT (provider, message_id) DO NOTHING",
-                )?;
-                let mut insert_delivery =
-                    tx.prepare_cached("INSERT INTO deliveries (seq, next_attempt_at) VALUES (?1, ?2)")?;
-                let mut insert_receipt = tx.prepare_cached(
-                    "INSERT INTO receipts (batch_id, provider, message_id, received_at, stored) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?;
-                let mut insert_poison = tx.prepare_cached(
-                    "INSERT INTO quarantine (provider, raw_sha256, raw, reason, first_batch, first_seen_at, last_seen_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-                     ON CONFLICT (provider, raw_sha256)
-                     DO UPDATE SET last_seen_at = excluded.last_seen_at, seen_count = seen_count + 1",
-                )?;
-                for element in &batch.elements {
-                    match element {
-                        Element::Message(m) => {
-                            let attachments = serde_json::to_string(&m.attachment_ids).unwrap_or_else(|_| "[]".into());
-                            let inserted = insert_message.execute(params![
-                                batch.provider,
-                                m.message_id,
-                                m.conversation_id,
-                                m.conversation_type,
-                                m.conversation_reference,
-                                m.property_id,
-                                m.sender_id,
-                                m.sender_role,
-                                m.sender_name,
-                                m.content,
-                                attachments,
-                                m.sent_at,
-                                batch.fetched_at,
-                                m.raw,
-                            ])?;
-                            let stored = inserted == 1;
-                            if stored {
-                                // The outbox row commits with the message or not at all: no stored message can
-                                // miss its delivery, and a redelivered one (inserted == 0) never gets a second.
-                                insert_delivery.execute(params![tx.last_insert_rowid(), batch.fetched_at])?;
-                                summary.new += 1;
-                            } else {
-                                summary.redelivered += 1;
-                            }
-                            insert_receipt.execute(params![batch_id, batch.provider, m.message_id, batch.fetched_at, stored])?;
-                        }
-                        Element::Poison(p) => {
-                            insert_poison.execute(params![
-                                batch.provider,
-                                sha256_hex(p.raw.as_bytes()),
-                                p.raw,
-                                p.reason,
-                                batch_id,
-                                batch.fetched_at,
-                            ])?;
-                            summary.quarantined += 1;
-                        }
-                    }
-                }
-            }
-            tx.prepare_cached("UPDATE batches SET new = ?2, redelivered = ?3, quarantined = ?4 WHERE id = ?1")?
-                .execute(params![batch_id, summary.new as i64, summary.redelivered as i64, summary.quarantined as i64])?;
-            if batch.origin == BatchOrigin::Queue {
-                upsert_success(&tx, batch.provider, batch.fetched_at, true)?;
-            }
-            if let Some(file) = &file {
-                file.verify()?;
-            }
-            tx.commit()?;
-            Ok(Committed {
-                batch_id,
-                summary,
-                confirm: ConfirmCount(batch.elements.len()),
-            })
-        })
-        .await
+/// The insert of new messages, prepared once for a whole batch.
+pub(super) struct Insert<'c>(rusqlite::CachedStatement<'c>);
+
+impl<'c> Insert<'c> {
+    pub(super) fn prepare(conn: &'c Connection) -> rusqlite::Result<Insert<'c>> {
+        conn.prepare_cached(
+            "INSERT INTO messages (provider, message_id, conversation_id, conversation_type,
+                 conversation_reference, property_id, sender_id, sender_role, sender_name, content,
+                 attachment_ids, sent_at, first_seen_at, raw)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             ON CONFLICT (provider, message_id) DO NOTHING",
+        )
+        .map(Insert)
     }
 
-    /// Records a poll that was answered (with nothing to store, or after a batch).
-    pub async fn record_poll_ok(&self, provider: &'static str) -> Result<(), StoreError> {
-        self.call(move |conn| {
-            upsert_success(conn, provider, now_ms(), false)?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Records a failed poll or confirm; `failing_since` keeps the start of the current run of failures (moved
-    /// back to now if it lies ahead: set before the system clock went back, it would hide an outage).
-    pub async fn record_poll_error(&self, provider: &'static str, error: String) -> Result<(), StoreError> {
-        self.call(move |conn| {
-            let now = now_ms();
-            conn.execute(
-                "INSERT INTO source_state (provider, last_poll_at, failing_since, last_error, last_error_at)
-                 VALUES (?1, ?2, ?2, ?3, ?2)
-                 ON CONFLICT (provider) DO UPDATE SET last_poll_at = ?2,
-                     failing_since = min(COALESCE(failing_since, ?2), ?2), last_error = ?3, last_error_at = ?2",
-                params![provider, now, error],
-            )?;
-            Ok(())
-        })
-        .await
+    /// Stores `m` unless the provider's message id is stored already: true if it was new (its `seq` is then
+    /// the connection's last insert rowid).
+    pub(super) fn run(&mut self, provider: &str, m: &NewMessage, at: i64) -> rusqlite::Result<bool> {
+        let attachments = serde_json::to_string(&m.attachment_ids).unwrap_or_else(|_| "[]".into());
+        let inserted = self.0.execute(params![
+            provider,
+            m.message_id,
+            m.conversation_id,
+            m.conversation_type,
+            m.conversation_reference,
+            m.property_id,
+            m.sender_id,
+            m.sender_role,
+            m.sender_name,
+            m.content,
+            attachments,
+            m.sent_at,
+            at,
+            m.raw,
+        ])?;
+        Ok(inserted == 1)
     }
 }
 
-fn upsert_success(conn: &rusqlite::Connection, provider: &str, at: i64, batch: bool) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO source_state (provider, last_poll_at, last_success_at, last_batch_at)
-         VALUES (?1, ?2, ?2, CASE WHEN ?3 THEN ?2 END)
-         ON CONFLICT (provider) DO UPDATE SET last_poll_at = ?2, last_success_at = ?2, failing_since = NULL,
-             last_batch_at = CASE WHEN ?3 THEN ?2 ELSE last_batch_at END",
-    )?
-    .execute(params![provider, at, batch])?;
+/// Removes the personal data of one message and keeps what recognises a redelivery.
+pub(super) fn tombstone(conn: &Connection, seq: i64, now: i64) -> rusqlite::Result<()> {
+    let content: Option<String> = conn.query_row("SELECT content FROM messages WHERE seq = ?1", [seq], |r| r.get(0))?;
+    conn.execute(
+        "UPDATE messages SET content = NULL, raw = NULL, sender_name = NULL, attachment_ids = '[]',
+             content_sha256 = coalesce(content_sha256, ?2), tombstoned_at = ?3
+         WHERE seq = ?1",
+        params![seq, content.map(|c| sha256_hex(c.as_bytes())), now],
+    )?;
     Ok(())
 }
 
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+/// Which messages an erasure request names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Erase<'a> {
+    MessageId(&'a str),
+    ConversationId(&'a str),
+}
+
+pub(super) fn seqs_named(conn: &Connection, which: Erase<'_>) -> rusqlite::Result<Vec<i64>> {
+    let (sql, id) = match which {
+        Erase::MessageId(id) => ("SELECT seq FROM messages WHERE message_id = ?1", id),
+        Erase::ConversationId(id) => ("SELECT seq FROM messages WHERE conversation_id = ?1", id),
+    };
+    conn.prepare(sql)?.query_map([id], |r| r.get(0))?.collect()
+}
+
+/// Up to `limit` tombstones made before `cutoff`.
+pub(super) fn tombstones_before(conn: &Connection, cutoff: i64, limit: usize) -> rusqlite::Result<Vec<i64>> {
+    conn.prepare("SELECT seq FROM messages WHERE tombstoned_at < ?1 LIMIT ?2")?
+        .query_map(params![cutoff, limit as i64], |r| r.get(0))?
+        .collect()
+}
+
+pub(super) fn delete(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
+    Ok(())
+}
+
+/// Folds the redelivered copies among the receipts up to `max_receipt` into each message's count.
+pub(super) fn add_redeliveries(conn: &Connection, max_receipt: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE messages SET redeliveries = redeliveries + c.n
+         FROM (SELECT provider, message_id, count(*) AS n FROM receipts
+               WHERE id <= ?1 AND stored = 0 GROUP BY provider, message_id) AS c
+         WHERE messages.provider = c.provider AND messages.message_id = c.message_id",
+        [max_receipt],
+    )?;
+    Ok(())
+}
+
+/// (messages stored, of them tombstones).
+pub fn counts(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("SELECT count(*), count(tombstoned_at) FROM messages", [], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+}
+
+/// The first `n` messages stored (the demo's report).
+pub fn first(conn: &Connection, n: usize) -> rusqlite::Result<Vec<StoredMessage>> {
+    conn.prepare(&format!("SELECT {COLUMNS} FROM messages m ORDER BY m.seq LIMIT ?1"))?
+        .query_map([n as i64], |r| read_at(r, 0))?
+        .collect()
 }

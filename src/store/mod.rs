@@ -2,11 +2,21 @@
 //!
 //! One connection per process does all writing, on a dedicated thread, so SQLite work never blocks the async
 //! runtime and transactions never interleave. Operator commands open their own short-lived connections.
+//!
+//! Every table has one module, which holds every statement on it (functions over a `Connection`, shared by the
+//! daemon and the operator commands); [`ingest`] is the one write path for messages.
 
+pub mod batches;
+pub mod deliveries;
 pub mod housekeeping;
-mod messages;
+mod ingest;
+pub mod job_runs;
+pub mod messages;
+pub mod quarantine;
+pub mod receipts;
 mod schema;
-mod tokens;
+pub mod source_state;
+mod token_exchanges;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -18,9 +28,11 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-pub use messages::{BatchOrigin, BatchSummary, Committed, ConfirmCount, Element, IncomingBatch, NewMessage, Poison};
+pub use batches::{BatchOrigin, BatchSummary};
+pub use ingest::{Committed, ConfirmCount, Element, IncomingBatch, Poison};
+pub use messages::{NewMessage, StoredMessage};
 pub use schema::SCHEMA_VERSION;
-pub use tokens::Reservation;
+pub use token_exchanges::Reservation;
 
 /// How long a writer waits for another connection's lock (operator commands run beside the daemon).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -533,4 +545,16 @@ pub fn format_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+/// Lower-case hex SHA-256: tombstones' content hashes and the quarantine's dedup key.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -61,7 +61,7 @@ async fn scrape(State(shared): State<Shared>) -> Response {
     let path = shared.store_path.clone();
     let read = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
         let conn = store::open_for_tools(&path)?;
-        Ok(crate::forward::outbox::summary(&conn)?)
+        Ok(crate::store::deliveries::summary(&conn)?)
     })
     .await;
     match read {
