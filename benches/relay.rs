@@ -300,7 +300,7 @@ async fn delivery_ceiling(n: u64, concurrency: usize) -> f64 {
                         let message = guest_message(7, i);
                         let body = format!(r#"{{"type":"message.received","data":{{"raw":{}}}}}"#, message.json);
                         let id = format!("booking.com:{}", message.message_id);
-                        let timestamp = ota_relay::store::now_ms() / 1000;
+                        let timestamp = ota_relay::store::now_ms().unix_secs();
                         let answer = client
                             .post(&url)
                             .header("webhook-id", &id)

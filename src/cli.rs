@@ -214,7 +214,7 @@ pub fn main() -> ExitCode {
                     if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
                 }
                 Err(e) => {
-                    eprintln!("ota-relay: {e}");
+                    eprintln!("ota-relay: {}", crate::http_client::chain(&e));
                     ExitCode::from(if e.is_data_error() { EX_DATAERR } else { 1 })
                 }
             }
@@ -247,10 +247,11 @@ pub fn main() -> ExitCode {
                 }
                 Err(e) => {
                     if json {
-                        let out = serde_json::json!({"health": "unreadable", "problems": [e.to_string()]});
+                        let out =
+                            serde_json::json!({"health": "unreadable", "problems": [crate::http_client::chain(&e)]});
                         println!("{out}");
                     }
-                    eprintln!("ota-relay: {e}");
+                    eprintln!("ota-relay: {}", crate::http_client::chain(&e));
                     ExitCode::from(2)
                 }
             }
@@ -301,7 +302,7 @@ fn tool(config_path: &std::path::Path, f: impl FnOnce(&std::path::Path) -> Resul
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("ota-relay: {e}");
+            eprintln!("ota-relay: {}", crate::http_client::chain(&e));
             let data = matches!(&e, ToolError::Store(s) if s.is_data_error());
             ExitCode::from(if data { EX_DATAERR } else { 1 })
         }

@@ -64,7 +64,7 @@ pub async fn run_once(
         .call(move |conn| Ok(job_runs::started(conn, kind.name(), started)?))
         .await?;
     let now = now_ms();
-    let cutoff = |d: Option<Duration>| d.map(|d| now - d.as_millis() as i64);
+    let cutoff = |d: Option<Duration>| d.map(|d| now.before(d));
     let result = match kind {
         JobKind::DuplicateFilter => store.duplicate_filter(now).await.map(to_json),
         JobKind::Retention => store
@@ -81,7 +81,7 @@ pub async fn run_once(
         Ok(figures) => (true, figures.to_string()),
         Err(e) => (false, e.to_string()),
     };
-    let ms = finished - started;
+    let ms = finished.since(started).as_millis() as u64;
     match &result {
         Ok(figures) => tracing::info!(job = kind.name(), ms, figures = %figures_line(figures), "job finished"),
         Err(e) => tracing::error!(job = kind.name(), ms, error = %e, "job failed"),

@@ -22,4 +22,5 @@ pub mod metrics;
 pub mod ops;
 pub mod store;
 pub mod telemetry;
+pub mod time;
 pub mod web;

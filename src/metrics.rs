@@ -13,7 +13,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::forward::outbox::OutboxSummary;
-use crate::store::BatchSummary;
+use crate::store::{BatchSummary, Millis};
 
 /// The media type of [`Metrics::encode`]'s answer (OpenMetrics, which Prometheus scrapes natively).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -193,24 +193,23 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn job_run(&self, job: &'static str, ok: bool, finished_at_ms: i64) {
+    pub fn job_run(&self, job: &'static str, ok: bool, finished_at: Millis) {
         let outcome = if ok { "ok" } else { "failed" };
         self.0.job_runs.get_or_create(&JobLabels { job, outcome }).inc();
         if ok {
             self.0
                 .job_last_success
                 .get_or_create(&JobLabel { job })
-                .set(finished_at_ms / 1000);
+                .set(finished_at.unix_secs());
         }
     }
 
-    /// The exposition, with the outbox gauges set from `outbox` (read from the store at `now_ms`).
-    pub fn encode(&self, outbox: &OutboxSummary, now_ms: i64) -> String {
+    /// The exposition, with the outbox gauges set from `outbox` (read from the store at `now`).
+    pub fn encode(&self, outbox: &OutboxSummary, now: Millis) -> String {
         let i = &self.0;
         i.pending.set(outbox.pending);
         i.dead_letters.set(outbox.dead);
-        i.oldest_pending_age
-            .set(outbox.oldest_pending_age_s(now_ms).unwrap_or(0));
+        i.oldest_pending_age.set(outbox.oldest_pending_age_s(now).unwrap_or(0));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &i.registry).expect("writing to a String cannot fail");
         out

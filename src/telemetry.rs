@@ -9,6 +9,14 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogFormat, LogSettings};
 
+#[derive(Debug, thiserror::Error)]
+pub enum LevelError {
+    #[error("not a valid filter: {0}")]
+    Filter(#[from] tracing_subscriber::filter::ParseError),
+    #[error("cannot change the filter: {0}")]
+    Reload(#[from] reload::Error),
+}
+
 /// Changes the log filter of a running process (SIGHUP reload).
 #[derive(Clone)]
 pub struct LogHandle {
@@ -17,12 +25,12 @@ pub struct LogHandle {
 
 impl LogHandle {
     /// Applies `level` unless `RUST_LOG` is set (it overrides the file, as at start).
-    pub fn set_level(&self, level: &str) -> Result<(), String> {
+    pub fn set_level(&self, level: &str) -> Result<(), LevelError> {
         if std::env::var_os("RUST_LOG").is_some() {
             return Ok(());
         }
-        let filter = EnvFilter::builder().parse(level).map_err(|e| e.to_string())?;
-        self.reload.reload(filter).map_err(|e| e.to_string())
+        let filter = EnvFilter::builder().parse(level)?;
+        Ok(self.reload.reload(filter)?)
     }
 }
 

@@ -97,7 +97,7 @@ pub fn poison_message(index: u64) -> String {
 pub async fn commit_as_batch(
     store: &crate::store::Store,
     elements: &[String],
-    fetched_at: i64,
+    fetched_at: crate::store::Millis,
 ) -> Result<crate::store::Committed, crate::store::StoreError> {
     let body = format!(
         r#"{{"data":{{"messages":[{}],"ok":true}},"errors":[]}}"#,

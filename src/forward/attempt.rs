@@ -11,7 +11,7 @@ use super::payload;
 use super::signing::Signer;
 use crate::config::RetryPolicy;
 use crate::http_client;
-use crate::store::now_ms;
+use crate::store::{Millis, now_ms};
 
 /// Beyond the longest delay the worker schedules, so that a clock stepped back by milliseconds (or a row
 /// scheduled at the very cap) is not taken for a clock that went back.
@@ -21,7 +21,7 @@ const CLOCK_SLACK: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Attempted {
     pub due: DueDelivery,
-    pub at: i64,
+    pub at: Millis,
     pub result: AttemptResult,
     /// Request latency (zero when no request was sent).
     pub took: Duration,
@@ -68,7 +68,7 @@ pub fn decide(policy: &RetryPolicy, attempted: &Attempted, jitter: f64) -> Outco
     };
     let decision = if attempted.result.is_success() {
         Decision::Delivered
-    } else if attempted.result.is_gone() || attempted.at - first >= policy.give_up_after.as_millis() as i64 {
+    } else if attempted.result.is_gone() || attempted.at.since(first) >= policy.give_up_after {
         Decision::Dead
     } else {
         let mut delay = retry_delay(policy, attempts, jitter);
@@ -78,7 +78,7 @@ pub fn decide(policy: &RetryPolicy, attempted: &Attempted, jitter: f64) -> Outco
             delay = delay.max(told);
         }
         Decision::Retry {
-            next_attempt_at: attempted.at + delay.as_millis() as i64,
+            next_attempt_at: attempted.at.after(delay),
         }
     };
     let error = error.or_else(|| match status {
@@ -107,7 +107,7 @@ pub async fn attempt(client: reqwest::Client, url: Url, signer: Arc<Signer>, due
             error: format!("cannot render the payload: {e}"),
         },
         Ok(body) => {
-            let timestamp = at.div_euclid(1000);
+            let timestamp = at.unix_secs();
             let signature = signer.sign(&id, timestamp, &body);
             let sent = client
                 .post(url)

@@ -2,7 +2,7 @@
 //! run on the store thread, with the durability each needs.
 
 pub use crate::store::deliveries::{Claim, Decision, DueDelivery, OutboxSummary, Outcome};
-use crate::store::{Store, StoreError, deliveries};
+use crate::store::{Millis, Store, StoreError, deliveries};
 
 #[derive(Clone)]
 pub struct Outbox {
@@ -15,7 +15,7 @@ impl Outbox {
     }
 
     /// Up to `limit` deliveries due at `now`, earliest due first, skipping `in_flight`.
-    pub async fn claim_due(&self, now: i64, limit: usize, in_flight: Vec<i64>) -> Result<Claim, StoreError> {
+    pub async fn claim_due(&self, now: Millis, limit: usize, in_flight: Vec<i64>) -> Result<Claim, StoreError> {
         self.store
             .read(move |conn| Ok(deliveries::claim_due(conn, now, limit, &in_flight)?))
             .await
@@ -38,8 +38,8 @@ impl Outbox {
     /// The worker never schedules further ahead than its longest retry delay or honoured `Retry-After`, so such a
     /// row was scheduled before the system clock went back; left alone it would wait for as long as the clock
     /// jumped (years, after a boot with a wrong clock). Without an fsync: a lost update is simply made again.
-    pub async fn reschedule_beyond(&self, now: i64, horizon: std::time::Duration) -> Result<usize, StoreError> {
-        let latest = now.saturating_add(horizon.as_millis() as i64);
+    pub async fn reschedule_beyond(&self, now: Millis, horizon: std::time::Duration) -> Result<usize, StoreError> {
+        let latest = now.after(horizon);
         self.store
             .call_without_fsync(move |conn| Ok(deliveries::reschedule_beyond(conn, now, latest)?))
             .await
@@ -48,7 +48,7 @@ impl Outbox {
     /// Makes every pending delivery scheduled after `now` due at its message's arrival time, so the backlog goes
     /// out oldest first; returns how many. For the end of a PMS outage: those retries waited for the PMS, and the
     /// oldest messages, attempted first, would otherwise go last, up to `max_interval` later.
-    pub async fn due_after_outage(&self, now: i64) -> Result<usize, StoreError> {
+    pub async fn due_after_outage(&self, now: Millis) -> Result<usize, StoreError> {
         self.store
             .call_without_fsync(move |conn| Ok(deliveries::retry_now(conn, now)?))
             .await

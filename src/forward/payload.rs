@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::store::StoredMessage;
+use crate::store::{Millis, StoredMessage};
 
 #[derive(Serialize)]
 struct Payload<'a> {
@@ -47,12 +47,12 @@ struct Sender<'a> {
 }
 
 /// Serialises the payload for one attempt made at `attempt_ms`.
-pub fn render(stored: &StoredMessage, attempt_ms: i64) -> Result<Vec<u8>, serde_json::Error> {
+pub fn render(stored: &StoredMessage, attempt: Millis) -> Result<Vec<u8>, serde_json::Error> {
     let m = &stored.message;
     let raw: Option<&RawValue> = (!m.raw.is_empty()).then(|| serde_json::from_str(&m.raw)).transpose()?;
     let payload = Payload {
         kind: "message.received",
-        timestamp: crate::store::format_ms(attempt_ms),
+        timestamp: attempt.rfc3339(),
         data: Data {
             provider: &stored.provider,
             message_id: &m.message_id,
@@ -71,7 +71,7 @@ pub fn render(stored: &StoredMessage, attempt_ms: i64) -> Result<Vec<u8>, serde_
             content: m.content.as_deref(),
             attachment_ids: &m.attachment_ids,
             sent_at: m.sent_at.as_deref(),
-            received_at: crate::store::format_ms(stored.first_seen_at),
+            received_at: stored.first_seen_at.rfc3339(),
             raw,
         },
     };

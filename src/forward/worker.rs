@@ -284,7 +284,7 @@ impl Forwarder {
                 } else {
                     claim
                         .next_due_at
-                        .map(|at| now + Duration::from_millis((at - now_ms()).max(0) as u64))
+                        .map(|at| now + now_ms().until(at))
                         .unwrap_or(now + IDLE_RESCAN)
                         .min(now + IDLE_RESCAN)
                 };
@@ -350,7 +350,7 @@ impl Forwarder {
                         status = o.status,
                         error = o.error.as_deref(),
                         attempt = o.attempts,
-                        next_try_in_ms = next_attempt_at - o.attempted_at,
+                        next_try_in_ms = o.attempted_at.until(next_attempt_at).as_millis() as u64,
                         "delivery attempt failed"
                     );
                 }

@@ -112,7 +112,7 @@ pub fn problems_now(store_path: &Path, thresholds: Thresholds) -> Result<Vec<Str
 }
 
 fn problems(
-    now: i64,
+    now: store::Millis,
     thresholds: Thresholds,
     outbox: &OutboxSummary,
     source: &Option<(Source, SourceTimes)>,
@@ -129,18 +129,18 @@ fn problems(
     }
     if let Some((_, times)) = source
         && let Some(at) = times.last_poll_at
-        && (now - at) / 1000 > thresholds.silent_for.as_secs() as i64
+        && now.since(at).as_secs() > thresholds.silent_for.as_secs()
     {
         problems.push(format!(
             "no poll recorded for {} (threshold {}): ota-relay is not running, or its drain loop is stuck",
-            human((now - at) / 1000),
+            human(now.since(at).as_secs() as i64),
             humantime::format_duration(thresholds.silent_for)
         ));
     }
     if let Some((s, times)) = source
         && let Some(since) = times.failing_since
     {
-        let failing_s = (now - since).max(0) / 1000;
+        let failing_s = now.since(since).as_secs() as i64;
         let error = s.last_error.as_deref().unwrap_or("");
         let parse =
             error.starts_with("answer is not valid JSON") || error.starts_with("answer has an unexpected shape");

@@ -2,6 +2,8 @@
 
 use rusqlite::{Connection, params};
 
+use super::Millis;
+
 /// Where a batch came from: the queue (a poll, to be confirmed) or a search (`backfill`: nothing to confirm, and
 /// not a sign that the queue is reachable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +32,7 @@ pub struct BatchSummary {
 pub(super) fn insert(
     conn: &Connection,
     provider: &str,
-    fetched_at: i64,
+    fetched_at: Millis,
     fetched: usize,
     ruid: Option<&str>,
     origin: BatchOrigin,
@@ -69,7 +71,7 @@ pub fn count(conn: &Connection) -> rusqlite::Result<i64> {
 
 /// Up to `limit` batches fetched before `cutoff` that nothing refers to any more (receipts not yet compacted
 /// and quarantined elements refer to theirs; batch ids and receipt ids both grow with time).
-pub(super) fn delete_unreferenced_before(conn: &Connection, cutoff: i64, limit: usize) -> rusqlite::Result<usize> {
+pub(super) fn delete_unreferenced_before(conn: &Connection, cutoff: Millis, limit: usize) -> rusqlite::Result<usize> {
     conn.execute(
         "DELETE FROM batches WHERE id IN (
              SELECT id FROM batches WHERE fetched_at < ?1

@@ -6,28 +6,28 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::format_ms;
 use super::messages::{self, StoredMessage};
+use super::{Millis, format_ms};
 
 /// A due delivery, with everything needed to attempt it.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
     pub message: StoredMessage,
     pub attempts: u32,
-    pub first_attempt_at: Option<i64>,
+    pub first_attempt_at: Option<Millis>,
 }
 
 #[derive(Debug, Default)]
 pub struct Claim {
     pub due: Vec<DueDelivery>,
     /// When the next pending delivery that was not claimed becomes due.
-    pub next_due_at: Option<i64>,
+    pub next_due_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Delivered,
-    Retry { next_attempt_at: i64 },
+    Retry { next_attempt_at: Millis },
     Dead,
 }
 
@@ -35,9 +35,9 @@ pub enum Decision {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub seq: i64,
-    pub attempted_at: i64,
+    pub attempted_at: Millis,
     pub attempts: u32,
-    pub first_attempt_at: i64,
+    pub first_attempt_at: Millis,
     pub status: Option<u16>,
     pub error: Option<String>,
     pub decision: Decision,
@@ -50,13 +50,13 @@ pub struct OutboxSummary {
     pub pending: i64,
     pub dead: i64,
     /// First-seen time of the oldest pending message.
-    pub oldest_pending_at: Option<i64>,
+    pub oldest_pending_at: Option<Millis>,
 }
 
 impl OutboxSummary {
-    /// Whole seconds the oldest pending message has waited at `now_ms`.
-    pub fn oldest_pending_age_s(&self, now_ms: i64) -> Option<i64> {
-        self.oldest_pending_at.map(|at| (now_ms - at).max(0) / 1000)
+    /// Whole seconds the oldest pending message has waited at `now`.
+    pub fn oldest_pending_age_s(&self, now: Millis) -> Option<i64> {
+        self.oldest_pending_at.map(|at| now.since(at).as_secs() as i64)
     }
 }
 
@@ -69,14 +69,14 @@ impl<'c> InsertPending<'c> {
             .map(InsertPending)
     }
 
-    pub(super) fn run(&mut self, seq: i64, at: i64) -> rusqlite::Result<()> {
+    pub(super) fn run(&mut self, seq: i64, at: Millis) -> rusqlite::Result<()> {
         self.0.execute(params![seq, at]).map(|_| ())
     }
 }
 
 /// Up to `limit` deliveries due at `now`, earliest due first (then by seq), skipping `in_flight`. Memory is
 /// bounded by `limit` whatever the backlog.
-pub fn claim_due(conn: &Connection, now: i64, limit: usize, in_flight: &[i64]) -> rusqlite::Result<Claim> {
+pub fn claim_due(conn: &Connection, now: Millis, limit: usize, in_flight: &[i64]) -> rusqlite::Result<Claim> {
     // No LIMIT: the index is walked in order and the loop stops early. A bound LIMIT re-prepared the statement
     // whenever its value changed (SQLite plans with bound values), i.e. at most claims.
     let mut stmt = conn.prepare_cached(&format!(
@@ -93,7 +93,7 @@ pub fn claim_due(conn: &Connection, now: i64, limit: usize, in_flight: &[i64]) -
         if in_flight.contains(&seq) {
             continue;
         }
-        let due_at: i64 = row.get(0)?;
+        let due_at: Millis = row.get(0)?;
         if due_at > now || claim.due.len() == limit {
             claim.next_due_at = Some(due_at.max(now));
             break;
@@ -141,7 +141,7 @@ pub fn record(conn: &mut Connection, outcomes: &[Outcome]) -> rusqlite::Result<(
 }
 
 /// Makes due at `now` every pending delivery scheduled after `latest`; how many.
-pub fn reschedule_beyond(conn: &Connection, now: i64, latest: i64) -> rusqlite::Result<usize> {
+pub fn reschedule_beyond(conn: &Connection, now: Millis, latest: Millis) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "UPDATE deliveries INDEXED BY deliveries_due SET next_attempt_at = ?1
          WHERE state = 'pending' AND next_attempt_at > ?2",
@@ -151,7 +151,7 @@ pub fn reschedule_beyond(conn: &Connection, now: i64, latest: i64) -> rusqlite::
 
 /// Makes every pending delivery scheduled after `now` due at its message's arrival time (so they go oldest first)
 /// and returns how many: `ota-relay retry-now` after a PMS outage, and the worker itself when a probe succeeds.
-pub fn retry_now(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
+pub fn retry_now(conn: &Connection, now: Millis) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "UPDATE deliveries INDEXED BY deliveries_due
          SET next_attempt_at = (SELECT m.first_seen_at FROM messages m WHERE m.seq = deliveries.seq)
@@ -212,8 +212,8 @@ pub fn dead_letters(conn: &Connection) -> rusqlite::Result<Vec<DeadLetter>> {
             message_id: r.get(2)?,
             conversation_reference: r.get(3)?,
             attempts: r.get::<_, i64>(4)? as u32,
-            first_attempt_at: r.get::<_, Option<i64>>(5)?.map(format_ms),
-            dead_since: r.get::<_, Option<i64>>(6)?.map(format_ms),
+            first_attempt_at: r.get::<_, Option<Millis>>(5)?.map(format_ms),
+            dead_since: r.get::<_, Option<Millis>>(6)?.map(format_ms),
             last_status: r.get::<_, Option<i64>>(7)?.map(|s| s as u16),
             last_error: r.get(8)?,
         })
@@ -230,7 +230,7 @@ pub enum Replay {
 
 /// Makes dead letters pending again, due now, with a fresh attempt count (so `give_up_after` restarts).
 /// Returns how many were replayed. Tombstones (erased, or past retention) have nothing left to send.
-pub fn replay(conn: &mut Connection, which: &Replay, now: i64) -> rusqlite::Result<usize> {
+pub fn replay(conn: &mut Connection, which: &Replay, now: Millis) -> rusqlite::Result<usize> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let sql = "UPDATE deliveries SET state = 'pending', attempts = 0, first_attempt_at = NULL,
                    next_attempt_at = ?1, done_at = NULL
@@ -250,7 +250,7 @@ pub fn replay(conn: &mut Connection, which: &Replay, now: i64) -> rusqlite::Resu
 /// Gives every stored message without a delivery row a pending one (a tombstone gets a `dead` one: there is
 /// nothing left to send) and removes rows without a message: (created, removed). Existing rows are never
 /// touched, so a delivered or dead message is never rescheduled.
-pub(super) fn repair(conn: &Connection, now: i64) -> rusqlite::Result<(u64, u64)> {
+pub(super) fn repair(conn: &Connection, now: Millis) -> rusqlite::Result<(u64, u64)> {
     let missing = conn.execute(
         "INSERT INTO deliveries (seq, state, next_attempt_at, done_at, last_error)
          SELECT seq, CASE WHEN tombstoned_at IS NULL THEN 'pending' ELSE 'dead' END, ?1,
@@ -267,7 +267,12 @@ pub(super) fn repair(conn: &Connection, now: i64) -> rusqlite::Result<(u64, u64)
 }
 
 /// Up to `limit` messages delivered before `cutoff` and not yet tombstoned, in seq order after `after`.
-pub(super) fn delivered_before(conn: &Connection, cutoff: i64, after: i64, limit: usize) -> rusqlite::Result<Vec<i64>> {
+pub(super) fn delivered_before(
+    conn: &Connection,
+    cutoff: Millis,
+    after: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<i64>> {
     conn.prepare_cached(
         "SELECT d.seq FROM deliveries d JOIN messages m USING (seq)
          WHERE d.seq > ?3 AND d.state = 'delivered' AND d.done_at < ?1 AND m.tombstoned_at IS NULL
@@ -278,7 +283,7 @@ pub(super) fn delivered_before(conn: &Connection, cutoff: i64, after: i64, limit
 }
 
 /// An erased message that was not delivered yet is never sent: its delivery is closed. True if it was pending.
-pub(super) fn close_erased(conn: &Connection, seq: i64, now: i64) -> rusqlite::Result<bool> {
+pub(super) fn close_erased(conn: &Connection, seq: i64, now: Millis) -> rusqlite::Result<bool> {
     let closed = conn.execute(
         "UPDATE deliveries SET state = 'dead', done_at = ?2, last_error = 'erased on request before delivery'
          WHERE seq = ?1 AND state = 'pending'",

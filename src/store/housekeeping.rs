@@ -6,7 +6,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use serde::Serialize;
 
 pub use super::messages::Erase;
-use super::{Store, StoreError, batches, deliveries, messages, quarantine, receipts};
+use super::{Millis, Store, StoreError, batches, deliveries, messages, quarantine, receipts};
 
 /// Rows handled per transaction by the jobs that walk many rows.
 const CHUNK: usize = 2000;
@@ -40,7 +40,7 @@ impl Store {
     /// nothing to deliver), which gets a `dead` row so it stays visible. Existing rows are never touched: a
     /// delivered or dead message is never rescheduled. `deliveries.seq` is the primary key, so "two rows" cannot
     /// exist.
-    pub async fn duplicate_filter(&self, now: i64) -> Result<DuplicateFilterReport, StoreError> {
+    pub async fn duplicate_filter(&self, now: Millis) -> Result<DuplicateFilterReport, StoreError> {
         let mut report = DuplicateFilterReport::default();
         // Only the receipts present now: batches committed between chunks wait for the next run, so a run ends
         // even while a large backlog is being drained.
@@ -65,9 +65,9 @@ impl Store {
     /// `content_before`/`tombstones_before`: cut-off times in ms, or None for "forever".
     pub async fn retention(
         &self,
-        content_before: Option<i64>,
-        tombstones_before: Option<i64>,
-        now: i64,
+        content_before: Option<Millis>,
+        tombstones_before: Option<Millis>,
+        now: Millis,
     ) -> Result<RetentionReport, StoreError> {
         let mut report = RetentionReport::default();
         if let Some(cutoff) = content_before {
@@ -95,8 +95,8 @@ impl Store {
     /// Runs `chunk` as one store job after another until one deletes less than a full chunk; the total.
     async fn delete_in_chunks(
         &self,
-        chunk: fn(&mut Connection, i64) -> rusqlite::Result<usize>,
-        cutoff: i64,
+        chunk: fn(&mut Connection, Millis) -> rusqlite::Result<usize>,
+        cutoff: Millis,
     ) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
@@ -124,7 +124,7 @@ fn compact_receipts_chunk(conn: &mut Connection, upto: i64) -> rusqlite::Result<
 }
 
 /// Tombstones up to `CHUNK` delivered messages done before `cutoff`, in seq order after `after`; returns their seqs.
-fn tombstone_chunk(conn: &mut Connection, cutoff: i64, after: i64, now: i64) -> rusqlite::Result<Vec<i64>> {
+fn tombstone_chunk(conn: &mut Connection, cutoff: Millis, after: i64, now: Millis) -> rusqlite::Result<Vec<i64>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let seqs = deliveries::delivered_before(&tx, cutoff, after, CHUNK)?;
     for seq in &seqs {
@@ -134,7 +134,7 @@ fn tombstone_chunk(conn: &mut Connection, cutoff: i64, after: i64, now: i64) -> 
     Ok(seqs)
 }
 
-fn delete_tombstones_chunk(conn: &mut Connection, cutoff: i64) -> rusqlite::Result<usize> {
+fn delete_tombstones_chunk(conn: &mut Connection, cutoff: Millis) -> rusqlite::Result<usize> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let seqs = messages::tombstones_before(&tx, cutoff, CHUNK)?;
     for seq in &seqs {
@@ -146,7 +146,7 @@ fn delete_tombstones_chunk(conn: &mut Connection, cutoff: i64) -> rusqlite::Resu
 }
 
 /// Otherwise one row per answer with messages, forever.
-fn delete_batches_chunk(conn: &mut Connection, cutoff: i64) -> rusqlite::Result<usize> {
+fn delete_batches_chunk(conn: &mut Connection, cutoff: Millis) -> rusqlite::Result<usize> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let deleted = batches::delete_unreferenced_before(&tx, cutoff, CHUNK)?;
     tx.commit()?;
@@ -163,7 +163,7 @@ pub struct EraseReport {
 
 /// A guest's erasure request, in one transaction. Quarantined elements are raw bytes that cannot be attributed
 /// to a conversation reliably, so only those containing the id verbatim are removed.
-pub fn erase(conn: &mut Connection, which: Erase<'_>, now: i64) -> rusqlite::Result<EraseReport> {
+pub fn erase(conn: &mut Connection, which: Erase<'_>, now: Millis) -> rusqlite::Result<EraseReport> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let seqs = messages::seqs_named(&tx, which)?;
     let mut report = EraseReport::default();

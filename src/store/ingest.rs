@@ -5,13 +5,13 @@ use rusqlite::TransactionBehavior;
 
 use super::batches::{self, BatchOrigin, BatchSummary};
 use super::messages::{self, NewMessage};
-use super::{Store, StoreError, deliveries, quarantine, receipts, source_state};
+use super::{Millis, Store, StoreError, deliveries, quarantine, receipts, source_state};
 
 /// One fetched answer, parsed element by element.
 #[derive(Debug)]
 pub struct IncomingBatch {
     pub provider: &'static str,
-    pub fetched_at: i64,
+    pub fetched_at: Millis,
     pub ruid: Option<String>,
     pub elements: Vec<Element>,
     pub origin: BatchOrigin,

@@ -3,9 +3,9 @@
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
-use super::format_ms;
+use super::{Millis, format_ms};
 
-pub(crate) fn started(conn: &Connection, job: &str, at: i64) -> rusqlite::Result<()> {
+pub(crate) fn started(conn: &Connection, job: &str, at: Millis) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO job_runs (job, started_at) VALUES (?1, ?2)
          ON CONFLICT (job) DO UPDATE SET started_at = ?2, finished_at = NULL, ok = NULL",
@@ -14,7 +14,7 @@ pub(crate) fn started(conn: &Connection, job: &str, at: i64) -> rusqlite::Result
     Ok(())
 }
 
-pub(crate) fn finished(conn: &Connection, job: &str, at: i64, ok: bool, summary: &str) -> rusqlite::Result<()> {
+pub(crate) fn finished(conn: &Connection, job: &str, at: Millis, ok: bool, summary: &str) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE job_runs SET finished_at = ?2, ok = ?3, summary = ?4, runs = runs + 1 WHERE job = ?1",
         params![job, at, ok, summary],
@@ -39,7 +39,7 @@ pub fn all(conn: &Connection) -> rusqlite::Result<Vec<JobRun>> {
         Ok(JobRun {
             job: r.get(0)?,
             last_started_at: format_ms(r.get(1)?),
-            last_finished_at: r.get::<_, Option<i64>>(2)?.map(format_ms),
+            last_finished_at: r.get::<_, Option<Millis>>(2)?.map(format_ms),
             ok: r.get(3)?,
             summary: summary.map(|s| serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s))),
             runs: r.get(5)?,

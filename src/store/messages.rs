@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::sha256_hex;
+use super::{Millis, sha256_hex};
 
 /// A message understood well enough to store; every field but `message_id` may be missing upstream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct NewMessage {
 pub struct StoredMessage {
     pub seq: i64,
     pub provider: String,
-    pub first_seen_at: i64,
+    pub first_seen_at: Millis,
     pub message: NewMessage,
 }
 
@@ -85,7 +85,7 @@ impl<'c> Insert<'c> {
 
     /// Stores `m` unless the provider's message id is stored already: true if it was new (its `seq` is then
     /// the connection's last insert rowid).
-    pub(super) fn run(&mut self, provider: &str, m: &NewMessage, at: i64) -> rusqlite::Result<bool> {
+    pub(super) fn run(&mut self, provider: &str, m: &NewMessage, at: Millis) -> rusqlite::Result<bool> {
         let attachments = serde_json::to_string(&m.attachment_ids).unwrap_or_else(|_| "[]".into());
         let inserted = self.0.execute(params![
             provider,
@@ -108,7 +108,7 @@ impl<'c> Insert<'c> {
 }
 
 /// Removes the personal data of one message and keeps what recognises a redelivery.
-pub(super) fn tombstone(conn: &Connection, seq: i64, now: i64) -> rusqlite::Result<()> {
+pub(super) fn tombstone(conn: &Connection, seq: i64, now: Millis) -> rusqlite::Result<()> {
     let content: Option<String> = conn.query_row("SELECT content FROM messages WHERE seq = ?1", [seq], |r| r.get(0))?;
     conn.execute(
         "UPDATE messages SET content = NULL, raw = NULL, sender_name = NULL, attachment_ids = '[]',
@@ -135,7 +135,7 @@ pub(super) fn seqs_named(conn: &Connection, which: Erase<'_>) -> rusqlite::Resul
 }
 
 /// Up to `limit` tombstones made before `cutoff`.
-pub(super) fn tombstones_before(conn: &Connection, cutoff: i64, limit: usize) -> rusqlite::Result<Vec<i64>> {
+pub(super) fn tombstones_before(conn: &Connection, cutoff: Millis, limit: usize) -> rusqlite::Result<Vec<i64>> {
     conn.prepare("SELECT seq FROM messages WHERE tombstoned_at < ?1 LIMIT ?2")?
         .query_map(params![cutoff, limit as i64], |r| r.get(0))?
         .collect()

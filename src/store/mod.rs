@@ -50,8 +50,13 @@ pub enum StoreError {
          only one consumer may drain a queue into a store"
     )]
     Locked { path: PathBuf, lock: PathBuf },
-    #[error("cannot open store {path}: {detail}")]
-    Open { path: PathBuf, detail: String },
+    #[error("cannot open store {path}: {what}")]
+    Open {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: Option<OpenCause>,
+    },
     #[error(
         "store {path} has schema version {found}, newer than this ota-relay understands ({supported}); \
          run the newer ota-relay or restore a backup made for this version"
@@ -93,6 +98,25 @@ pub enum StoreError {
          rolled back"
     )]
     Panicked,
+}
+
+/// What refused to open a store, kept as the error's source.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenCause {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+impl StoreError {
+    fn open(path: &Path, what: impl Into<String>, source: Option<OpenCause>) -> StoreError {
+        StoreError::Open {
+            path: path.to_owned(),
+            what: what.into(),
+            source,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -144,10 +168,7 @@ impl Store {
             Access::Consumer => Some(take_lock(path)?),
             Access::Shared => {
                 if !path.exists() {
-                    return Err(StoreError::Open {
-                        path: path.to_owned(),
-                        detail: "no such file (has ota-relay run yet?)".into(),
-                    });
+                    return Err(StoreError::open(path, "no such file (has ota-relay run yet?)", None));
                 }
                 None
             }
@@ -185,10 +206,7 @@ impl Store {
                     }
                 }
             })
-            .map_err(|e| StoreError::Open {
-                path: path.to_owned(),
-                detail: format!("cannot start the store thread: {e}"),
-            })?;
+            .map_err(|e| StoreError::open(path, "cannot start the store thread", Some(e.into())))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 jobs,
@@ -281,10 +299,7 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>, StoreError> {
                 }
             }
         })
-        .map_err(|e| StoreError::Open {
-            path: path.to_owned(),
-            detail: format!("cannot start the checkpoint thread: {e}"),
-        })?;
+        .map_err(|e| StoreError::open(path, "cannot start the checkpoint thread", Some(e.into())))?;
     Ok(stop)
 }
 
@@ -300,10 +315,8 @@ pub(crate) struct OpenFile {
 impl OpenFile {
     fn at(path: &Path) -> Result<OpenFile, StoreError> {
         use std::os::unix::fs::MetadataExt as _;
-        let meta = std::fs::metadata(path).map_err(|e| StoreError::Open {
-            path: path.to_owned(),
-            detail: format!("cannot read its metadata: {e}"),
-        })?;
+        let meta =
+            std::fs::metadata(path).map_err(|e| StoreError::open(path, "cannot read its metadata", Some(e.into())))?;
         Ok(OpenFile {
             path: path.to_owned(),
             dev: meta.dev(),
@@ -322,9 +335,12 @@ impl OpenFile {
 
 fn take_lock(path: &Path) -> Result<File, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-            path: path.to_owned(),
-            detail: format!("cannot create directory {}: {e}", dir.display()),
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::open(
+                path,
+                format!("cannot create directory {}", dir.display()),
+                Some(e.into()),
+            )
         })?;
     }
     let lock_path = lock_path(path);
@@ -338,10 +354,11 @@ fn take_lock(path: &Path) -> Result<File, StoreError> {
                 path: path.to_owned(),
                 detail: format!("cannot create the lock file {}: {e}", lock_path.display()),
             },
-            _ => StoreError::Open {
-                path: path.to_owned(),
-                detail: format!("cannot open lock file {}: {e}", lock_path.display()),
-            },
+            _ => StoreError::open(
+                path,
+                format!("cannot open lock file {}", lock_path.display()),
+                Some(e.into()),
+            ),
         })?;
     // A holder that is exiting (or a child forked a moment before it closed the file, which shares the lock until
     // it execs) lets go within moments: wait that long before calling the store taken.
@@ -366,20 +383,22 @@ fn take_lock(path: &Path) -> Result<File, StoreError> {
             path: path.to_owned(),
             lock: lock_path,
         }),
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Open {
-            path: path.to_owned(),
-            detail: format!("cannot lock {}: {e}", lock_path.display()),
-        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::open(
+            path,
+            format!("cannot lock {}", lock_path.display()),
+            Some(e.into()),
+        )),
     }
 }
 
 /// A plain connection for operator commands beside a running daemon: the store must exist and be current.
 pub fn open_for_tools(path: &Path) -> Result<Connection, StoreError> {
     if !path.exists() {
-        return Err(StoreError::Open {
-            path: path.to_owned(),
-            detail: "no such file (has `ota-relay run` been started with this configuration?)".into(),
-        });
+        return Err(StoreError::open(
+            path,
+            "no such file (has `ota-relay run` been started with this configuration?)",
+            None,
+        ));
     }
     let mut conn = connect(path)?;
     schema::migrate(&mut conn, path, false)?;
@@ -458,10 +477,11 @@ pub(crate) fn connect(path: &Path) -> Result<Connection, StoreError> {
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(classify)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Open {
-            path: path.to_owned(),
-            detail: format!("cannot switch to WAL journal mode (got {mode})"),
-        });
+        return Err(StoreError::open(
+            path,
+            format!("cannot switch to WAL journal mode (got {mode})"),
+            None,
+        ));
     }
     // Room for every statement of the hot paths (batches, outcomes, claims) beside the periodic ones, so a
     // status read or a housekeeping job does not evict them.
@@ -487,10 +507,7 @@ fn classify_open_error(path: &Path, e: rusqlite::Error) -> StoreError {
             path: path.to_owned(),
             detail: e.to_string(),
         },
-        _ => StoreError::Open {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        },
+        _ => StoreError::open(path, "SQLite refused it", Some(e.into())),
     }
 }
 
@@ -532,19 +549,16 @@ fn startup_checks(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch: the store's time unit.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+pub use crate::time::Millis;
+
+/// Now, in the store's time unit.
+pub fn now_ms() -> Millis {
+    Millis::now()
 }
 
 /// A store time as RFC 3339 UTC with milliseconds, for logs and reports.
-pub fn format_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| format!("{ms} ms"))
+pub fn format_ms(at: Millis) -> String {
+    at.rfc3339()
 }
 
 /// Lower-case hex SHA-256: tombstones' content hashes and the quarantine's dedup key.

@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::{format_ms, sha256_hex};
+use super::{Millis, format_ms, sha256_hex};
 
 pub(super) fn upsert(
     conn: &Connection,
@@ -11,7 +11,7 @@ pub(super) fn upsert(
     raw: &str,
     reason: &str,
     batch_id: i64,
-    at: i64,
+    at: Millis,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO quarantine (provider, raw_sha256, raw, reason, first_batch, first_seen_at, last_seen_at)

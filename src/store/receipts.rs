@@ -3,6 +3,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::Millis;
+
 /// The insert of one receipt per fetched copy, prepared once for a batch.
 pub(super) struct Insert<'c>(rusqlite::CachedStatement<'c>);
 
@@ -20,7 +22,7 @@ impl<'c> Insert<'c> {
         batch_id: i64,
         provider: &str,
         message_id: &str,
-        at: i64,
+        at: Millis,
         stored: bool,
     ) -> rusqlite::Result<()> {
         self.0

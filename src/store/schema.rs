@@ -173,10 +173,11 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path, may_upgrade: bool) -> 
     if found < SCHEMA_VERSION && !may_upgrade {
         return Err(StoreError::Open {
             path: path.to_owned(),
-            detail: format!(
+            what: format!(
                 "schema version {found} is older than this ota-relay's ({SCHEMA_VERSION}); \
                  restart the daemon with this version once to migrate it"
             ),
+            source: None,
         });
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {

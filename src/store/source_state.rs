@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Store, StoreError, format_ms, now_ms};
+use super::{Millis, Store, StoreError, format_ms, now_ms};
 
 impl Store {
     /// Records a poll that was answered (with nothing to store, or after a batch).
@@ -21,7 +21,7 @@ impl Store {
 }
 
 /// A poll was answered (with nothing to store, or with a batch): the run of failures, if any, ends.
-pub(super) fn record_success(conn: &Connection, provider: &str, at: i64, batch: bool) -> rusqlite::Result<()> {
+pub(super) fn record_success(conn: &Connection, provider: &str, at: Millis, batch: bool) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO source_state (provider, last_poll_at, last_success_at, last_batch_at)
          VALUES (?1, ?2, ?2, CASE WHEN ?3 THEN ?2 END)
@@ -34,7 +34,7 @@ pub(super) fn record_success(conn: &Connection, provider: &str, at: i64, batch: 
 
 /// A failed poll or confirm; `failing_since` keeps the start of the current run of failures (moved back to
 /// `at` if it lies ahead: set before the system clock went back, it would hide an outage).
-pub(super) fn record_error(conn: &Connection, provider: &str, at: i64, error: &str) -> rusqlite::Result<()> {
+pub(super) fn record_error(conn: &Connection, provider: &str, at: Millis, error: &str) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO source_state (provider, last_poll_at, failing_since, last_error, last_error_at)
          VALUES (?1, ?2, ?2, ?3, ?2)
@@ -60,8 +60,8 @@ pub struct Source {
 /// The source's times in ms, as health judges them.
 #[derive(Debug, Clone, Copy)]
 pub struct SourceTimes {
-    pub last_poll_at: Option<i64>,
-    pub failing_since: Option<i64>,
+    pub last_poll_at: Option<Millis>,
+    pub failing_since: Option<Millis>,
 }
 
 /// The Booking.com source, with its last poll and the start of its current run of failures.
@@ -71,9 +71,9 @@ pub fn read(conn: &Connection) -> rusqlite::Result<Option<(Source, SourceTimes)>
          FROM source_state ORDER BY provider LIMIT 1",
         [],
         |r| {
-            let at = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.map(format_ms));
-            let last_poll_at: Option<i64> = r.get(1)?;
-            let failing_since: Option<i64> = r.get(4)?;
+            let at = |i: usize| r.get::<_, Option<Millis>>(i).map(|v| v.map(format_ms));
+            let last_poll_at: Option<Millis> = r.get(1)?;
+            let failing_since: Option<Millis> = r.get(4)?;
             Ok((
                 Source {
                     provider: r.get(0)?,

@@ -44,7 +44,7 @@ async fn healthz(State(shared): State<Shared>) -> Response {
             axum::Json(json!({ "status": "degraded", "problems": problems })),
         )
             .into_response(),
-        Ok(Err(e)) => unreadable(&e.to_string()),
+        Ok(Err(e)) => unreadable(&crate::http_client::chain(&e)),
         Err(e) => unreadable(&e.to_string()),
     }
 }
@@ -72,7 +72,7 @@ async fn scrape(State(shared): State<Shared>) -> Response {
             .into_response(),
         Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("the store cannot be read: {e}\n"),
+            format!("the store cannot be read: {}\n", crate::http_client::chain(&e)),
         )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),

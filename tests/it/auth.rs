@@ -4,16 +4,18 @@ use ota_relay::channel::booking::FetchError;
 use ota_relay::channel::booking::auth::AuthError;
 use ota_relay::channel::booking::drain::{DrainError, Drainer};
 use ota_relay::fake::FakeOtaOptions;
-use ota_relay::store::{Access, Reservation, Store};
+use std::time::Duration;
+
+use ota_relay::store::{Access, Millis, Reservation, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-fn quota_error(result: &Result<ota_relay::channel::booking::drain::BatchReport, DrainError>) -> Option<(i64, usize)> {
+fn quota_error(
+    result: &Result<ota_relay::channel::booking::drain::BatchReport, DrainError>,
+) -> Option<(Millis, usize)> {
     match result {
-        Err(DrainError::Fetch(FetchError::Auth(AuthError::QuotaExhausted { until_ms, used }))) => {
-            Some((*until_ms, *used))
-        }
+        Err(DrainError::Fetch(FetchError::Auth(AuthError::QuotaExhausted { until, used }))) => Some((*until, *used)),
         _ => None,
     }
 }
@@ -94,15 +96,15 @@ async fn the_hourly_token_quota_is_never_exceeded_even_across_restarts() {
                 break;
             }
         }
-        let (until_ms, used) = quota.expect("the quota was reached");
+        let (until, used) = quota.expect("the quota was reached");
         assert_eq!(used, 30);
-        let wait_ms = until_ms - ota_relay::store::now_ms();
+        let wait_ms = ota_relay::store::now_ms().until(until).as_millis();
         assert!(
             wait_ms > 3_500_000,
             "waits for the oldest exchange to leave the hour ({wait_ms} ms)"
         );
         assert_eq!(fake.read(|s| s.token_exchanges.len()), 30);
-        let text = format!("{}", AuthError::QuotaExhausted { until_ms, used });
+        let text = format!("{}", AuthError::QuotaExhausted { until, used });
         assert!(text.contains("quota"), "{text}");
     }
     // A restart (new process state, same store) must not exchange again.
@@ -161,25 +163,31 @@ async fn a_rejected_client_secret_is_reported_without_revealing_it() {
 
 #[tokio::test]
 async fn exchanges_recorded_before_the_clock_went_back_count_as_made_now() {
-    const HOUR: i64 = 3_600_000;
+    const HOUR: Duration = Duration::from_secs(3600);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
     let now = ota_relay::store::now_ms();
     // A clock five hours fast recorded the hour's 30 exchanges (a crash loop), then was set right.
     for _ in 0..30 {
-        let made = store.reserve_token_exchange(now + 5 * HOUR, HOUR, 30).await.unwrap();
+        let made = store
+            .reserve_token_exchange(now.after(5 * HOUR), HOUR, 30)
+            .await
+            .unwrap();
         assert_eq!(made, Reservation::Granted);
     }
     // The quota stays used up, but frees an hour from now, not an hour after the fast clock's times.
     assert_eq!(
         store.reserve_token_exchange(now, HOUR, 30).await.unwrap(),
         Reservation::Exhausted {
-            until_ms: now + HOUR,
+            until: now.after(HOUR),
             used: 30
         }
     );
     assert_eq!(
-        store.reserve_token_exchange(now + HOUR + 1, HOUR, 30).await.unwrap(),
+        store
+            .reserve_token_exchange(now.after(HOUR + Duration::from_millis(1)), HOUR, 30)
+            .await
+            .unwrap(),
         Reservation::Granted
     );
 }
@@ -194,7 +202,7 @@ async fn the_binary_waits_on_an_exhausted_quota_after_a_restart_and_says_why() {
         let store = Store::open(&path, Access::Consumer).unwrap();
         for _ in 0..30 {
             store
-                .reserve_token_exchange(ota_relay::store::now_ms(), 3_600_000, 30)
+                .reserve_token_exchange(ota_relay::store::now_ms(), Duration::from_secs(3600), 30)
                 .await
                 .unwrap();
         }

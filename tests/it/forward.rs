@@ -598,7 +598,7 @@ async fn deliveries_scheduled_before_the_clock_went_back_are_due_now_and_later_r
     } = &prepared(72, 5, &forward_section(&pms, "")).await;
     // Rows 1 and 2 were scheduled 30 days ahead by a clock that has since gone back; row 3 is a retry due in 30
     // minutes, within the longest delay the worker schedules (Retry-After is honoured up to an hour).
-    let now = now_ms();
+    let now = now();
     let retry_at = now + 30 * 60_000;
     let conn = db(path);
     conn.execute(

@@ -25,7 +25,7 @@ const DAY_MS: i64 = 86_400_000;
 
 /// Commits `indices` of seed 5's sample messages (plus poison) as one batch, as the drain loop would.
 async fn commit(store: &Store, indices: impl IntoIterator<Item = u64>, poison: usize) -> ota_relay::store::Committed {
-    commit_at(store, indices, poison, now_ms()).await
+    commit_at(store, indices, poison, now()).await
 }
 
 async fn commit_at(
@@ -34,6 +34,7 @@ async fn commit_at(
     poison: usize,
     fetched_at: i64,
 ) -> ota_relay::store::Committed {
+    let fetched_at = at(fetched_at);
     let mut elements: Vec<String> = indices.into_iter().map(|i| guest_message(5, i).json).collect();
     elements.extend((0..poison).map(|i| poison_message(i as u64)));
     commit_as_batch(store, &elements, fetched_at).await.unwrap()
@@ -72,11 +73,11 @@ async fn duplicate_filter_compacts_redeliveries_and_repairs_delivery_rows() {
     let path = dir.path().join("relay.db");
     let store = open(dir.path());
     // All in one millisecond, as a fast drain of a redelivering queue does: time cannot tell copies apart.
-    let at = now_ms();
-    commit_at(&store, 0..10, 0, at).await;
+    let then = now();
+    commit_at(&store, 0..10, 0, then).await;
     // Redelivered: 0..3 once more, 0 a third time.
-    commit_at(&store, 0..3, 0, at).await;
-    commit_at(&store, [0], 0, at).await;
+    commit_at(&store, 0..3, 0, then).await;
+    commit_at(&store, [0], 0, then).await;
     // What an old version or a manual edit could leave: a message without its delivery row (one pending, one
     // tombstone), a delivered one that must stay delivered, and a delivery row without a message.
     {
@@ -133,7 +134,7 @@ async fn duplicate_filter_compacts_redeliveries_and_repairs_delivery_rows() {
     assert_eq!(count(&path, "SELECT count(*) FROM deliveries"), 10);
 
     // A second run finds nothing, and a later redelivery is counted on top.
-    commit_at(&store, [1], 0, at).await;
+    commit_at(&store, [1], 0, then).await;
     let figures = jobs::run_once(&store, JobKind::DuplicateFilter, KEEP).await.unwrap();
     assert_eq!(figures["redeliveries_filtered"], 1);
     assert_eq!(figures["missing_deliveries"], 0);
@@ -155,7 +156,7 @@ async fn retention_keeps_tombstones_that_still_block_redeliveries() {
     let store = open(dir.path());
     commit(&store, 0..6, 1).await;
     let day = DAY_MS;
-    let now = now_ms();
+    let now = now();
     {
         let conn = db(&path);
         let set = |i: u64, state: &str, done_at: i64| {
@@ -412,7 +413,7 @@ async fn the_daemon_runs_scheduled_jobs_and_status_shows_them() {
     db(&dir.path().join("relay.db"))
         .execute(
             "UPDATE source_state SET failing_since = NULL, last_error = NULL, last_poll_at = ?1",
-            [now_ms() - 2 * 3_600_000],
+            [now() - 2 * 3_600_000],
         )
         .unwrap();
     let out = cli(&config, &["status"]);
@@ -460,14 +461,11 @@ async fn a_run_of_failures_that_began_before_the_clock_went_back_is_timed_from_n
     );
     // Set while the clock was five hours fast: `status` would not see the outage for five hours.
     db(&path)
-        .execute("UPDATE source_state SET failing_since = ?1", [now_ms() + 5 * 3_600_000])
+        .execute("UPDATE source_state SET failing_since = ?1", [now() + 5 * 3_600_000])
         .unwrap();
     store.record_poll_error("booking.com", "HTTP 503".into()).await.unwrap();
     let since = count(&path, "SELECT failing_since FROM source_state");
-    assert!(
-        since <= now_ms() && since >= began,
-        "{since} is not a time since {began}"
-    );
+    assert!(since <= now() && since >= began, "{since} is not a time since {began}");
 }
 
 #[test]
@@ -688,7 +686,7 @@ async fn retention_tombstones_every_old_delivered_message_across_chunks() {
     // More than two chunks (2,000 rows each), with rows to keep spread among them.
     let (_dir, path, store) = store_of(4_500).await;
     let day = DAY_MS;
-    let now = now_ms();
+    let now = now();
     db(&path)
         .execute(
             "UPDATE deliveries SET state = CASE WHEN seq % 7 = 0 THEN 'pending' ELSE 'delivered' END,
@@ -757,7 +755,7 @@ fn hold(
 async fn a_batch_commit_waits_for_one_retention_chunk_not_the_whole_run() {
     let (_dir, path, store) = store_of(4_500).await;
     let day = DAY_MS;
-    let now = now_ms();
+    let now = now();
     db(&path)
         .execute(
             "UPDATE deliveries SET state = 'delivered', done_at = ?1",
@@ -768,7 +766,7 @@ async fn a_batch_commit_waits_for_one_retention_chunk_not_the_whole_run() {
 
     // The store thread is held while the retention run, a drained batch and a probe queue behind it.
     let (release, held) = hold(&store);
-    let mut retention = std::pin::pin!(store.retention(Some(now - 30 * day), None, now));
+    let mut retention = std::pin::pin!(store.retention(Some(at(now - 30 * day)), None, at(now)));
     send(retention.as_mut());
     let mut batch = std::pin::pin!(commit_at(&store, 10_000..10_100, 0, now));
     send(batch.as_mut());
@@ -795,7 +793,7 @@ async fn a_duplicate_filter_run_compacts_only_the_receipts_present_when_it_start
     let (release, held) = hold(&store);
     let mut filter = std::pin::pin!(store.duplicate_filter(now_ms()));
     send(filter.as_mut());
-    let mut batch = std::pin::pin!(commit_at(&store, 10_000..10_100, 0, now_ms()));
+    let mut batch = std::pin::pin!(commit_at(&store, 10_000..10_100, 0, now()));
     send(batch.as_mut());
     release.send(()).unwrap();
     held.await;

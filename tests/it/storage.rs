@@ -296,7 +296,7 @@ async fn migrating_schema_5_keeps_every_delivery_and_checks_states_without_a_tem
     {
         let store = Store::open(&path, Access::Consumer).unwrap();
         let messages: Vec<String> = (0..3).map(|i| guest_message(5, i).json).collect();
-        ota_relay::fake::commit_as_batch(&store, &messages, 1_000)
+        ota_relay::fake::commit_as_batch(&store, &messages, at(1_000))
             .await
             .unwrap();
     }

@@ -19,6 +19,16 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ota-relay");
 pub const PASSWORD: &str = "s3cret-Pa55word";
 pub const CLIENT_SECRET: &str = "client-s3cret-value";
 
+/// Now as Unix milliseconds, for arithmetic on the store's columns.
+pub fn now() -> i64 {
+    ota_relay::store::now_ms().unix_ms()
+}
+
+/// A store time from Unix milliseconds.
+pub fn at(ms: i64) -> ota_relay::store::Millis {
+    ota_relay::store::Millis::from_unix_ms(ms)
+}
+
 /// Fails the test (instead of hanging it) when `future` does not finish in time.
 pub async fn within<T>(seconds: u64, what: &str, future: impl std::future::Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs(seconds), future).await {

@@ -19,19 +19,19 @@ use serde::Deserialize;
 use crate::config::Secret;
 use crate::http_client;
 use crate::metrics::Metrics;
-use crate::store::{Reservation, Store, StoreError, now_ms};
+use crate::store::{Millis, Reservation, Store, StoreError, now_ms};
 
 pub const TOKENS_PER_HOUR: usize = 30;
-const HOUR_MS: i64 = 3_600_000;
+const HOUR: Duration = Duration::from_secs(3600);
 const ASSUMED_LIFETIME: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error(
         "token exchange quota reached ({used} tokens in the last hour, the account's limit is {TOKENS_PER_HOUR}); \
-         waiting until {} before exchanging again", crate::store::format_ms(*until_ms)
+         waiting until {} before exchanging again", until.rfc3339()
     )]
-    QuotaExhausted { until_ms: i64, used: usize },
+    QuotaExhausted { until: Millis, used: usize },
     #[error(
         "token exchange rejected the credentials (HTTP {status}): check booking.client_id and booking.client_secret"
     )]
@@ -166,12 +166,12 @@ impl TokenAuth {
         *current = None;
         match self
             .store
-            .reserve_token_exchange(now_ms(), HOUR_MS, TOKENS_PER_HOUR)
+            .reserve_token_exchange(now_ms(), HOUR, TOKENS_PER_HOUR)
             .await?
         {
             Reservation::Granted => {}
-            Reservation::Exhausted { until_ms, used } => {
-                return Err(AuthError::QuotaExhausted { until_ms, used });
+            Reservation::Exhausted { until, used } => {
+                return Err(AuthError::QuotaExhausted { until, used });
             }
         }
         let started = Instant::now();

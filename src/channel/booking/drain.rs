@@ -281,8 +281,8 @@ impl Drainer {
         self.failures.record(kind);
         let fetch = error.fetch_error();
         let wait = match fetch {
-            Some(FetchError::Auth(AuthError::QuotaExhausted { until_ms, .. })) => {
-                Duration::from_millis((until_ms - now_ms()).max(0) as u64) + Duration::from_millis(50)
+            Some(FetchError::Auth(AuthError::QuotaExhausted { until, .. })) => {
+                now_ms().until(*until) + Duration::from_millis(50)
             }
             Some(e) if e.is_credentials() => self.backoff.max,
             Some(e) => {
