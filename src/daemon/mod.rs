@@ -125,6 +125,7 @@ impl Daemon {
             }
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "cannot apply the new configuration; keeping the running one");
+                notify::status(&format!("configuration reload failed: {e:#}"));
                 match Workers::start(&self.running, &self.cx) {
                     Ok(started) => self.workers = started,
                     Err(e) => {

@@ -11,6 +11,7 @@ pub(super) fn reload(running: &Settings, log: &crate::telemetry::LogHandle) -> O
         Ok(new) => new,
         Err(e) => {
             tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
+            super::notify::status(&format!("configuration reload failed: {e}"));
             return None;
         }
     };
@@ -48,6 +49,11 @@ pub(super) fn reload(running: &Settings, log: &crate::telemetry::LogHandle) -> O
         if restart_needed.is_empty() {
             tracing::info!("configuration reloaded");
             super::notify::status("configuration reloaded");
+        } else {
+            super::notify::status(&format!(
+                "configuration reloaded; a restart is needed for {}",
+                restart_needed.join(", ")
+            ));
         }
         return None;
     }

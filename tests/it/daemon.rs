@@ -1,93 +1,67 @@
-//! The real binary: signals, crashes, the one-consumer lock, proxies.
+//! The real binary: signals, crashes, the one-consumer lock, proxies, reloads.
 
-use std::collections::HashSet;
-
-use ota_relay::fake::{
-    Endpoint, FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, HoldPoint, SampleMessage, guest_message,
-};
+use ota_relay::fake::{Endpoint, FakeOtaOptions, FakePms, FakePmsOptions, HoldPoint};
 
 use crate::support::*;
 
-async fn fake_with(messages: u64, options: FakeOtaOptions) -> (FakeOta, Vec<SampleMessage>) {
-    let fake = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..options
-    })
-    .await
-    .unwrap();
-    let samples: Vec<SampleMessage> = (0..messages).map(|i| guest_message(21, i)).collect();
-    fake.enqueue(samples.clone());
-    (fake, samples)
-}
-
-fn assert_stored_exactly(path: &std::path::Path, samples: &[SampleMessage]) {
-    let stored = stored_ids(path);
-    let set: HashSet<&String> = stored.iter().collect();
-    assert_eq!(set.len(), stored.len(), "stored twice");
-    for s in samples {
-        assert!(set.contains(&s.message_id), "lost {}", s.message_id);
-    }
-    assert_eq!(stored.len(), samples.len());
-}
-
 #[tokio::test]
 async fn sigterm_finishes_the_batch_in_flight_and_exits_0() {
-    let (fake, _) = fake_with(150, FakeOtaOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &fake.base_url(), "");
-    let mut gate = fake.hold_next(Endpoint::Confirm, HoldPoint::Before);
-    let mut daemon = Daemon::run(&config);
+    let mut relay = TestRelay::with().queued(21, 0..150).prepare().await;
+    let mut gate = relay.ota.hold_next(Endpoint::Confirm, HoldPoint::Before);
+    relay.run();
     within(30, "the first confirm", gate.arrived()).await;
-    daemon.signal(libc::SIGTERM);
-    daemon.wait_for_log("shutdown requested").await;
+    relay.signal(libc::SIGTERM);
+    relay.notifications.wait_for_nth("STOPPING=1", 1).await;
     gate.release();
-    let (status, stderr) = daemon.exit().await;
+    let (status, stderr) = relay.exit().await;
     assert_eq!(status.code(), Some(0), "{stderr}");
     // The held batch was stored and confirmed; nothing was fetched after the signal.
-    assert_eq!(fake.read(|s| (s.gets, s.puts, s.confirmed)), (1, 1, 100), "{stderr}");
     assert_eq!(
-        count(&dir.path().join("relay.db"), "SELECT count(*) FROM messages"),
-        100
+        relay.ota.read(|s| (s.gets, s.puts, s.confirmed)),
+        (1, 1, 100),
+        "{stderr}"
     );
-    assert!(stderr.contains("batch drained"), "{stderr}");
+    assert_eq!(relay.count("SELECT count(*) FROM messages"), 100);
 }
 
 /// Kills the daemon with SIGKILL at two kinds of instant (confirm not yet applied; applied but unanswered),
 /// restarts it each time, and checks that nothing was lost or stored twice.
 #[tokio::test]
 async fn sigkill_mid_run_then_restart_loses_nothing_and_stores_nothing_twice() {
-    let (fake, samples) = fake_with(
-        1200,
-        FakeOtaOptions {
+    let mut relay = TestRelay::with()
+        .ota(|o| FakeOtaOptions {
             redelivery_rate: 0.1,
-            ..FakeOtaOptions::default()
-        },
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &fake.base_url(), "");
-    let path = dir.path().join("relay.db");
-
+            ..o
+        })
+        .queued(21, 0..1200)
+        .prepare()
+        .await;
     for point in [HoldPoint::Before, HoldPoint::AfterApply, HoldPoint::Before] {
-        let mut gate = fake.hold_next(Endpoint::Confirm, point);
-        let daemon = Daemon::run(&config);
+        let mut gate = relay.ota.hold_next(Endpoint::Confirm, point);
+        relay.run();
         within(30, "a confirm to be held", gate.arrived()).await;
-        daemon.kill9().await;
+        relay.kill9().await;
         drop(gate);
     }
-    let daemon = Daemon::run(&config);
-    within(60, "the queue drained after restarts", fake.wait_for(|s| s.drained())).await;
-    let stderr = daemon.stop().await;
+    relay.run();
+    within(
+        60,
+        "the queue drained after restarts",
+        relay.ota.wait_for(|s| s.drained()),
+    )
+    .await;
+    let stderr = relay.stop().await;
 
-    assert_stored_exactly(&path, &samples);
-    let violations = fake.read(|s| s.violations.clone());
-    assert!(violations.is_empty(), "{violations:?}");
-    let redelivered = count(&path, "SELECT count(*) FROM receipts") - samples.len() as i64;
+    relay.assert_stored_exactly(&relay.queued().to_vec());
+    let redelivered = relay.count("SELECT count(*) FROM receipts") - relay.queued().len() as i64;
     assert!(
         redelivered >= 100,
         "the unconfirmed batches came back as redeliveries ({redelivered})"
     );
-    let integrity: String = db(&path).query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let integrity: String = relay
+        .db()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(integrity, "ok");
     // Logs carry ids and counts, never secrets or guest content.
     assert!(!stderr.contains(PASSWORD));
@@ -96,44 +70,35 @@ async fn sigkill_mid_run_then_restart_loses_nothing_and_stores_nothing_twice() {
 
 #[tokio::test]
 async fn a_second_consumer_on_the_same_store_is_refused() {
-    let (fake, _) = fake_with(0, FakeOtaOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &fake.base_url(), "");
-    let mut first = Daemon::run(&config);
-    first.wait_for_log("draining the Booking.com queue").await;
-    let second = Daemon::run(&config);
+    let mut relay = TestRelay::with().start().await;
+    let second = Daemon::run(&relay.config());
     let (status, stderr) = second.exit().await;
     assert!(!status.success());
     assert!(stderr.contains("in use by another ota-relay process"), "{stderr}");
-    first.signal(libc::SIGTERM);
-    assert!(first.exit().await.0.success());
+    relay.stop().await;
 }
 
 #[tokio::test]
 async fn proxy_environment_variables_are_honoured() {
     // The fake serves absolute-form proxy requests too, so it can stand in for an HTTP proxy.
-    let (fake, samples) = fake_with(30, FakeOtaOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "http://booking.example.invalid", "");
-    let proxy = fake.base_url();
+    let relay = TestRelay::with().queued(21, 0..30).prepare().await;
+    let proxy = relay.ota.base_url();
+    let config = write_config(relay.dir(), "http://booking.example.invalid", "");
     let daemon = Daemon::spawn(
         &["run", "--config", config.to_str().unwrap()],
         &[("HTTP_PROXY", proxy.as_str()), ("NO_PROXY", "")],
     );
-    within(30, "drained through the proxy", fake.wait_for(|s| s.drained())).await;
+    within(30, "drained through the proxy", relay.ota.wait_for(|s| s.drained())).await;
     daemon.stop().await;
-    assert_stored_exactly(&dir.path().join("relay.db"), &samples);
+    relay.assert_stored_exactly(relay.queued());
 }
 
 #[tokio::test]
 async fn a_store_from_a_newer_version_is_refused_with_exit_65() {
-    let (fake, _) = fake_with(0, FakeOtaOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &fake.base_url(), "");
-    db(&dir.path().join("relay.db"))
-        .execute_batch("PRAGMA user_version = 999;")
-        .unwrap();
-    let (status, stderr) = Daemon::run(&config).exit().await;
+    let mut relay = TestRelay::with().prepare().await;
+    relay.db().execute_batch("PRAGMA user_version = 999;").unwrap();
+    relay.run();
+    let (status, stderr) = relay.exit().await;
     assert_eq!(status.code(), Some(65), "{stderr}");
     assert!(
         stderr.contains("schema version 999, newer than this ota-relay"),
@@ -194,47 +159,35 @@ fn the_systemd_unit_is_sandboxed_to_an_exposure_of_at_most_2() {
 
 #[tokio::test]
 async fn sighup_applies_a_valid_file_live_and_keeps_the_old_one_when_invalid() {
-    let fake = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    let pms_a = FakePms::start(FakePmsOptions::default()).await.unwrap();
+    let jobs_off = "[jobs]\nduplicate_filter = \"off\"\nretention = \"off\"\nmaintenance = \"off\"\n";
+    let mut relay = TestRelay::with()
+        .forward("")
+        .config(&format!("[log]\nlevel = \"info\"\n{jobs_off}"))
+        .start()
+        .await;
+    relay.enqueue(8, 0..5);
+    within(
+        20,
+        "delivered to the first PMS",
+        relay.pms.wait_for(|s| s.accepted_count() == 5),
+    )
+    .await;
+
+    // Log level, forward URL and secret, and a job schedule, all applied without a restart.
     let pms_b = FakePms::start(FakePmsOptions {
         secret: "whsec_YSBzZWNvbmQgd2ViaG9vayBzZWNyZXQh".into(),
         ..FakePmsOptions::default()
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let jobs_off = "[jobs]\nduplicate_filter = \"off\"\nretention = \"off\"\nmaintenance = \"off\"\n";
-    let config = write_config(
-        dir.path(),
-        &fake.base_url(),
-        &format!("[log]\nlevel = \"info\"\n{}{jobs_off}", forward_section(&pms_a, "")),
-    );
-    let mut daemon = Daemon::run(&config);
-    daemon.wait_for_log("draining the Booking.com queue").await;
-    fake.enqueue((0..5).map(|i| guest_message(8, i)));
-    within(
-        20,
-        "delivered to the first PMS",
-        pms_a.wait_for(|s| s.accepted_count() == 5),
-    )
-    .await;
-
-    // Log level, forward URL and secret, and a job schedule, all applied without a restart.
     let jobs_on = jobs_off.replace("duplicate_filter = \"off\"", "duplicate_filter = \"* * * * * *\"");
     write_config(
-        dir.path(),
-        &fake.base_url(),
+        relay.dir(),
+        &relay.ota.base_url(),
         &format!("[log]\nlevel = \"debug\"\n{}{jobs_on}", forward_section(&pms_b, "")),
     );
-    daemon.signal(libc::SIGHUP);
-    daemon.wait_for_log("log level changed").await;
-    daemon.wait_for_log("configuration reloaded and applied").await;
-    fake.enqueue((5..10).map(|i| guest_message(8, i)));
+    assert_eq!(relay.reload().await, "configuration reloaded");
+    relay.enqueue(8, 5..10);
     within(
         20,
         "delivered to the new PMS",
@@ -242,39 +195,60 @@ async fn sighup_applies_a_valid_file_live_and_keeps_the_old_one_when_invalid() {
     )
     .await;
     assert_eq!(pms_b.read(|s| s.bad_signatures), 0, "signed with the new secret");
-    assert_eq!(pms_a.read(|s| s.accepted_count()), 5, "the old URL gets nothing more");
-    daemon.wait_for_log("receipts_compacted=").await;
-    // Debug lines now appear (the idle poll logs "queue empty" at debug).
-    daemon.wait_for_log("queue empty").await;
+    assert_eq!(
+        relay.pms.read(|s| s.accepted_count()),
+        5,
+        "the old URL gets nothing more"
+    );
+    relay
+        .wait_for_store("the duplicate filter's first run", |db| {
+            db.query_row(
+                "SELECT count(*) FROM job_runs WHERE job = 'duplicate_filter' AND ok",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0)
+                > 0
+        })
+        .await;
+    // The new level applies to the log itself: debug lines appear (the idle poll logs "queue empty" at debug).
+    relay.daemon().wait_for_log("queue empty").await;
 
     // The store path needs a restart: reported, not applied; nothing else changed, so the workers stay.
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("relay.db", "elsewhere.db")).unwrap();
-    daemon.signal(libc::SIGHUP);
-    let line = daemon.wait_for_log("need a restart").await;
-    assert!(line.contains("store.path"), "{line}");
-    std::fs::write(&config, &text).unwrap();
+    let text = std::fs::read_to_string(relay.config()).unwrap();
+    std::fs::write(relay.config(), text.replace("relay.db", "elsewhere.db")).unwrap();
+    let status = relay.reload().await;
+    assert!(status.contains("a restart is needed for store.path"), "{status}");
+    let line = relay.daemon().wait_for_log("need a restart").await;
+    assert!(line.contains("store.path"), "the log names the key too: {line}");
+    std::fs::write(relay.config(), &text).unwrap();
 
-    std::fs::write(&config, "[booking]\nbase_url = 42\n").unwrap();
-    daemon.signal(libc::SIGHUP);
-    let line = daemon.wait_for_log("configuration reload failed").await;
-    assert!(line.contains("booking.base_url"), "the reason is named: {line}");
+    std::fs::write(relay.config(), "[booking]\nbase_url = 42\n").unwrap();
+    let status = relay.reload().await;
+    assert!(
+        status.contains("configuration reload failed") && status.contains("booking.base_url"),
+        "the reason is named: {status}"
+    );
     // Still draining and forwarding with the running configuration, into the first store.
-    fake.enqueue((10..15).map(|i| guest_message(8, i)));
+    relay.enqueue(8, 10..15);
     within(
         20,
         "forwarded after a failed reload",
         pms_b.wait_for(|s| s.accepted_count() == 10),
     )
     .await;
-    assert!(!dir.path().join("elsewhere.db").exists());
-    assert_eq!(count(&dir.path().join("relay.db"), "SELECT count(*) FROM messages"), 15);
+    assert!(!relay.dir().join("elsewhere.db").exists());
+    assert_eq!(relay.count("SELECT count(*) FROM messages"), 15);
 
     // A changed Booking.com password is used at once (masked in the rendering, yet seen as a change).
-    std::fs::write(&config, text.replace(PASSWORD, "another-password")).unwrap();
-    daemon.signal(libc::SIGHUP);
-    daemon.wait_for_logs("configuration reloaded and applied", 2).await;
-    daemon.wait_for_log("credentials").await;
-    let stderr = daemon.stop().await;
+    std::fs::write(relay.config(), text.replace(PASSWORD, "another-password")).unwrap();
+    assert_eq!(relay.reload().await, "configuration reloaded");
+    within(
+        20,
+        "the new password presented",
+        relay.ota.wait_for(|s| s.unauthorized > 0),
+    )
+    .await;
+    let stderr = relay.stop().await;
     assert!(!stderr.contains("another-password"), "secrets never logged");
 }

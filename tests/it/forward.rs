@@ -3,125 +3,18 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ota_relay::channel::booking::drain::Drainer;
-use ota_relay::config::{ForwardSettings, RetryPolicy, Secret};
-use ota_relay::fake::{
-    FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, PmsReply, SampleMessage, commit_as_batch, guest_message,
-};
+use ota_relay::config::Secret;
+use ota_relay::fake::{FakePmsOptions, PmsReply, SampleMessage};
 use ota_relay::forward::Forwarder;
 use ota_relay::forward::signing::Signer;
-use ota_relay::store::{Access, Store, now_ms};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
 const VECTOR_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-fn forward_settings(pms: &FakePms, concurrency: usize, retry: RetryPolicy) -> ForwardSettings {
-    let mut settings = ForwardSettings::new(pms.url().parse().unwrap(), vec![Secret::inline(pms.secret())]);
-    settings.request_timeout = Duration::from_secs(2);
-    settings.concurrency = concurrency;
-    settings.retry = retry;
-    settings
-}
-
-fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
-        initial_interval: Duration::from_millis(20),
-        max_interval: Duration::from_millis(200),
-        give_up_after: Duration::from_secs(3600),
-    }
-}
-
-/// Drainer and forwarder in this process, sharing a store, like `ota-relay run`.
-struct Relay {
-    ota: FakeOta,
-    pms: FakePms,
-    store: Store,
-    dir: tempfile::TempDir,
-    cancel: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Relay {
-    async fn start(pms_options: FakePmsOptions, concurrency: usize, retry: RetryPolicy) -> Relay {
-        let ota = FakeOta::start(FakeOtaOptions {
-            auth: basic_fake_auth(),
-            ..FakeOtaOptions::default()
-        })
-        .await
-        .unwrap();
-        let pms = FakePms::start(pms_options).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
-        let cancel = CancellationToken::new();
-        let cx = context(&store, &cancel);
-        let drainer = Drainer::new(&basic_settings(&ota), &cx).unwrap();
-        let forwarder = Forwarder::new(&forward_settings(&pms, concurrency, retry), &cx).unwrap();
-        let tasks = vec![tokio::spawn(drainer.run()), tokio::spawn(forwarder.run())];
-        Relay {
-            ota,
-            pms,
-            store,
-            dir,
-            cancel,
-            tasks,
-        }
-    }
-
-    fn enqueue(&self, from: u64, to: u64) -> Vec<SampleMessage> {
-        let samples: Vec<SampleMessage> = (from..to).map(|i| guest_message(31, i)).collect();
-        self.ota.enqueue(samples.clone());
-        samples
-    }
-
-    async fn stop(self) -> (FakePms, tempfile::TempDir) {
-        self.cancel.cancel();
-        for task in self.tasks {
-            within(20, "workers to stop", task).await.unwrap();
-        }
-        drop(self.store);
-        (self.pms, self.dir)
-    }
-}
-
-fn webhook_id(sample: &SampleMessage) -> String {
-    format!("booking.com:{}", sample.message_id)
-}
-
-/// What the real daemon starts from: a store holding seed `seed`'s first `n` sample messages, pending as the
-/// drain leaves them, and a configuration draining an empty fake queue and forwarding with `forward` (a
-/// `[forward]` section).
-struct Prepared {
-    _ota: FakeOta,
-    _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-    config: std::path::PathBuf,
-    samples: Vec<SampleMessage>,
-}
-
-async fn prepared(seed: u64, n: u64, forward: &str) -> Prepared {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    let samples: Vec<SampleMessage> = (0..n).map(|i| guest_message(seed, i)).collect();
-    let store = Store::open(&path, Access::Consumer).unwrap();
-    let elements: Vec<String> = samples.iter().map(|s| s.json.clone()).collect();
-    commit_as_batch(&store, &elements, now_ms()).await.unwrap();
-    let config = write_config(dir.path(), &ota.base_url(), forward);
-    Prepared {
-        _ota: ota,
-        _dir: dir,
-        path,
-        config,
-        samples,
-    }
-}
+/// Retries that come back within 20 to 200 ms.
+const FAST_RETRY: &str = "[forward.retry]\ninitial_interval = \"20ms\"\nmax_interval = \"200ms\"\n";
 
 #[test]
 fn signatures_match_the_standard_webhooks_test_vector() {
@@ -173,14 +66,15 @@ fn independent_verify(secret: &str, id: &str, timestamp: i64, body: &[u8], heade
 
 #[tokio::test]
 async fn every_message_is_delivered_once_with_the_payload_contract() {
-    let relay = Relay::start(FakePmsOptions::default(), 8, fast_retry()).await;
-    let samples = relay.enqueue(0, 300);
+    let mut relay = TestRelay::with().forward("concurrency = 8").start().await;
+    let samples = relay.enqueue(0, 0..300);
     within(60, "300 deliveries", relay.pms.wait_for(|s| s.accepted_count() == 300)).await;
-    let (pms, dir) = relay.stop().await;
+    relay.stop().await;
+    let pms = &relay.pms;
     let (duplicates, bad, captured) = pms.read(|s| (s.duplicates(), s.bad_signatures, s.captured.clone()));
     assert_eq!((duplicates, bad), (0, 0));
     let seqs: HashMap<String, i64> = {
-        let conn = db(&dir.path().join("relay.db"));
+        let conn = relay.db();
         let mut stmt = conn.prepare("SELECT message_id, seq FROM messages").unwrap();
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
@@ -258,10 +152,11 @@ async fn every_message_is_delivered_once_with_the_payload_contract() {
 
 #[tokio::test]
 async fn signatures_verify_with_python_standard_library_too() {
-    let relay = Relay::start(FakePmsOptions::default(), 4, fast_retry()).await;
-    relay.enqueue(0, 20);
+    let mut relay = TestRelay::with().forward("concurrency = 4").start().await;
+    relay.enqueue(0, 0..20);
     within(30, "20 deliveries", relay.pms.wait_for(|s| s.accepted_count() == 20)).await;
-    let (pms, _dir) = relay.stop().await;
+    relay.stop().await;
+    let pms = &relay.pms;
     let requests: Vec<serde_json::Value> = pms.read(|s| {
         s.captured
             .iter()
@@ -304,22 +199,17 @@ print(ok)
 
 #[tokio::test]
 async fn a_flaky_then_failing_pms_gets_everything_and_only_probes_during_the_outage() {
-    let relay = Relay::start(
-        FakePmsOptions {
+    let mut relay = TestRelay::with()
+        .pms(|o| FakePmsOptions {
             failure_rate: 0.3,
             seed: 9,
             latency: Duration::from_millis(10), // so that concurrent requests overlap at the receiver
-            ..FakePmsOptions::default()
-        },
-        8,
-        RetryPolicy {
-            initial_interval: Duration::from_millis(20),
-            max_interval: Duration::from_millis(150),
-            give_up_after: Duration::from_secs(3600),
-        },
-    )
-    .await;
-    relay.enqueue(0, 300);
+            ..o
+        })
+        .forward("concurrency = 8\n[forward.retry]\ninitial_interval = \"20ms\"\nmax_interval = \"150ms\"")
+        .start()
+        .await;
+    relay.enqueue(0, 0..300);
     within(
         60,
         "300 deliveries through 30% failures",
@@ -331,7 +221,7 @@ async fn a_flaky_then_failing_pms_gets_everything_and_only_probes_during_the_out
     // Outage: the backlog grows while the PMS answers 503 to everything.
     relay.pms.set_down(true);
     let before = relay.pms.read(|s| s.requests);
-    relay.enqueue(300, 600);
+    relay.enqueue(0, 300..600);
     within(30, "the backlog to be stored", relay.ota.wait_for(|s| s.drained())).await;
     // Up to `concurrency` requests may be under way when the failures start; after 3 in a row it probes.
     within(30, "probe mode", relay.pms.wait_for(|s| s.requests > before + 8 + 3)).await;
@@ -352,25 +242,28 @@ async fn a_flaky_then_failing_pms_gets_everything_and_only_probes_during_the_out
         relay.pms.wait_for(|s| s.accepted_count() == 600),
     )
     .await;
-    let (pms, _dir) = relay.stop().await;
-    assert_eq!(pms.read(|s| s.duplicates()), 0);
+    relay.stop().await;
+    assert_eq!(relay.pms.read(|s| s.duplicates()), 0);
     assert!(
-        pms.read(|s| s.max_in_flight) > 1,
+        relay.pms.read(|s| s.max_in_flight) > 1,
         "full concurrency resumed after recovery"
     );
 }
 
 #[tokio::test]
 async fn retry_after_from_the_pms_is_honoured() {
-    let relay = Relay::start(FakePmsOptions::default(), 1, fast_retry()).await;
+    let mut relay = TestRelay::with()
+        .forward(&format!("concurrency = 1\n{FAST_RETRY}"))
+        .start()
+        .await;
     relay.pms.reply_next(PmsReply::RetryAfter {
         status: 429,
         seconds: 1,
     });
-    let samples = relay.enqueue(0, 1);
+    let samples = relay.enqueue(0, 0..1);
     within(30, "the delivery", relay.pms.wait_for(|s| s.accepted_count() == 1)).await;
-    let (pms, _dir) = relay.stop().await;
-    let log = pms.read(|s| s.log.clone());
+    relay.stop().await;
+    let log = relay.pms.read(|s| s.log.clone());
     let id = webhook_id(&samples[0]);
     let attempts: Vec<_> = log.iter().filter(|(_, i, _)| *i == id).collect();
     assert_eq!(attempts.len(), 2);
@@ -384,22 +277,20 @@ async fn retry_after_from_the_pms_is_honoured() {
 
 #[tokio::test]
 async fn gone_is_a_dead_letter_at_once_and_redirects_are_not_followed() {
-    let ota = FakeOta::start(FakeOtaOptions::default()).await.unwrap();
-    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
-    let samples: Vec<SampleMessage> = (0..2).map(|i| guest_message(41, i)).collect();
-    ota.enqueue(samples.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
-    drainer(&basic_settings(&ota), &store).drain_once().await.unwrap();
-    let cx = context(&store, &CancellationToken::new());
-    let mut forwarder = Forwarder::new(&forward_settings(&pms, 8, fast_retry()), &cx).unwrap();
-    pms.always(&webhook_id(&samples[0]), 410);
-    pms.always(&webhook_id(&samples[1]), 307);
+    let relay = TestRelay::with().queued(41, 0..2).forward(FAST_RETRY).prepare().await;
+    let samples = relay.queued();
+    let store = relay.open_store();
+    let cancel = CancellationToken::new();
+    relay.drainer(&store, &cancel).drain_once().await.unwrap();
+    let settings = relay.settings().forward.unwrap();
+    let mut forwarder = Forwarder::new(&settings, &context(&store, &cancel)).unwrap();
+    relay.pms.always(&webhook_id(&samples[0]), 410);
+    relay.pms.always(&webhook_id(&samples[1]), 307);
     let report = forwarder.deliver_due().await.unwrap();
     assert_eq!((report.attempted, report.dead, report.retried), (2, 1, 1), "{report:?}");
-    assert_eq!(pms.read(|s| s.requests), 2, "the redirect was not followed");
-    let path = dir.path().join("relay.db");
-    let (state, status, attempts): (String, i64, i64) = db(&path)
+    assert_eq!(relay.pms.read(|s| s.requests), 2, "the redirect was not followed");
+    let (state, status, attempts): (String, i64, i64) = relay
+        .db()
         .query_row(
             "SELECT d.state, d.last_status, d.attempts FROM deliveries d JOIN messages m USING (seq)
              WHERE m.message_id = ?1",
@@ -412,6 +303,7 @@ async fn gone_is_a_dead_letter_at_once_and_redirects_are_not_followed() {
 
 #[tokio::test]
 async fn retry_delays_grow_from_the_stored_attempt_count_with_jitter_and_cap() {
+    use ota_relay::config::RetryPolicy;
     use ota_relay::forward::attempt::retry_delay;
     let policy = RetryPolicy {
         initial_interval: Duration::from_secs(5),
@@ -433,146 +325,119 @@ async fn retry_delays_grow_from_the_stored_attempt_count_with_jitter_and_cap() {
 
 #[tokio::test]
 async fn dead_letters_can_be_listed_and_replayed_while_the_daemon_runs() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
-    let samples: Vec<SampleMessage> = (0..20).map(|i| guest_message(51, i)).collect();
-    ota.enqueue(samples.clone());
-    let doomed = &samples[3];
-    pms.always(&webhook_id(doomed), 500);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &ota.base_url(),
-        &format!("{}give_up_after = \"300ms\"\n", forward_section(&pms, "")),
-    );
-    let mut daemon = Daemon::run(&config);
-    let line = daemon.wait_for_log("dead letter").await;
-    assert!(line.contains(&doomed.message_id) && line.contains("500"), "{line}");
-    within(30, "the other 19", pms.wait_for(|s| s.accepted_count() == 19)).await;
+    let mut relay = TestRelay::with()
+        .queued(51, 0..20)
+        .forward("[forward.retry]\ninitial_interval = \"20ms\"\nmax_interval = \"100ms\"\ngive_up_after = \"300ms\"")
+        .prepare()
+        .await;
+    let doomed = relay.queued()[3].clone();
+    relay.pms.always(&webhook_id(&doomed), 500);
+    relay.run();
+    relay.wait_for_store("the dead letter", |db| dead(db) == 1).await;
+    within(30, "the other 19", relay.pms.wait_for(|s| s.accepted_count() == 19)).await;
 
-    let cli = |args: &[&str]| {
-        let mut full = vec!["dead-letters"];
-        full.extend_from_slice(args);
-        full.extend_from_slice(&["--config", config.to_str().unwrap()]);
-        std::process::Command::new(BIN).args(&full).output().unwrap()
-    };
-    let listed = cli(&["list", "--json"]);
+    let listed = relay.command(&["dead-letters", "list", "--json"]).await;
     assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
     let letters: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0]["message_id"], doomed.message_id.as_str());
     assert_eq!(letters[0]["last_status"], 500);
     assert!(letters[0]["attempts"].as_u64().unwrap() >= 2);
-    let table = String::from_utf8(cli(&["list"]).stdout).unwrap();
+    let table = String::from_utf8(relay.command(&["dead-letters", "list"]).await.stdout).unwrap();
     assert!(
         table.contains(&doomed.message_id) && table.contains("1 dead letter"),
         "{table}"
     );
 
-    assert!(!cli(&["replay", "no-such-message"]).status.success());
-    pms.clear_always();
-    let replayed = cli(&["replay", &doomed.message_id]);
+    assert!(
+        !relay
+            .command(&["dead-letters", "replay", "no-such-message"])
+            .await
+            .status
+            .success()
+    );
+    relay.pms.clear_always();
+    let replayed = relay.command(&["dead-letters", "replay", &doomed.message_id]).await;
     let text = String::from_utf8_lossy(&replayed.stdout);
     assert!(replayed.status.success() && text.contains("picks it up now"), "{text}");
     // The daemon is woken by the command, well before its 30 s rescan.
     within(
         10,
         "the replayed delivery",
-        pms.wait_for(|s| s.accepted.contains_key(&webhook_id(doomed))),
+        relay.pms.wait_for(|s| s.accepted.contains_key(&webhook_id(&doomed))),
     )
     .await;
-    let stderr = daemon.stop().await;
-    assert!(!stderr.contains(pms.secret()), "the webhook secret leaked into the log");
-    assert_eq!(pms.read(|s| s.duplicates()), 0);
+    let stderr = relay.stop().await;
+    // The operator is told, at error, which message gave up and why.
+    let line = stderr.lines().find(|l| l.contains("dead letter")).unwrap_or_default();
+    assert!(line.contains(&doomed.message_id) && line.contains("500"), "{line}");
+    assert!(
+        !stderr.contains(relay.pms.secret()),
+        "the webhook secret leaked into the log"
+    );
+    assert_eq!(relay.pms.read(|s| s.duplicates()), 0);
+}
+
+fn dead(db: &rusqlite::Connection) -> i64 {
+    db.query_row("SELECT count(*) FROM deliveries WHERE state = 'dead'", [], |r| r.get(0))
+        .unwrap_or(0)
 }
 
 #[tokio::test]
 async fn sigkill_during_delivery_loses_nothing_and_duplicates_at_most_what_was_in_flight() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    let pms = FakePms::start(FakePmsOptions {
-        latency: Duration::from_millis(150),
-        ..FakePmsOptions::default()
-    })
-    .await
-    .unwrap();
-    let samples: Vec<SampleMessage> = (0..240).map(|i| guest_message(61, i)).collect();
-    ota.enqueue(samples.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 8"));
+    let mut relay = TestRelay::with()
+        .pms(|o| FakePmsOptions {
+            latency: Duration::from_millis(150),
+            ..o
+        })
+        .queued(61, 0..240)
+        .forward("concurrency = 8")
+        .prepare()
+        .await;
     let kills = 2;
     for k in 1..=kills {
-        let daemon = Daemon::run(&config);
+        relay.run();
         let target = 60 * k;
         within(
             30,
             "deliveries under way",
-            pms.wait_for(|s| s.accepted_count() >= target && s.in_flight >= 4),
+            relay.pms.wait_for(|s| s.accepted_count() >= target && s.in_flight >= 4),
         )
         .await;
-        daemon.kill9().await;
+        relay.kill9().await;
     }
-    let daemon = Daemon::run(&config);
+    relay.run();
     within(
         60,
         "every message delivered",
-        pms.wait_for(|s| s.accepted_count() == samples.len()),
+        relay.pms.wait_for(|s| s.accepted_count() == 240),
     )
     .await;
-    daemon.stop().await;
-    let duplicates = pms.read(|s| s.duplicates());
+    relay.stop().await;
+    let duplicates = relay.pms.read(|s| s.duplicates());
     eprintln!("duplicates after {kills} kills: {duplicates}");
     assert!(
         duplicates <= 8 * kills as u64,
         "{duplicates} duplicates after {kills} kills at concurrency 8"
     );
-    let integrity: String = db(&dir.path().join("relay.db"))
+    let integrity: String = relay
+        .db()
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(integrity, "ok");
-    assert_eq!(
-        count(
-            &dir.path().join("relay.db"),
-            "SELECT count(*) FROM deliveries WHERE state = 'delivered'"
-        ),
-        240
-    );
+    assert_eq!(relay.deliveries("delivered"), 240);
 }
 
 #[tokio::test]
 async fn enabling_forward_on_a_store_with_history_delivers_the_backlog_oldest_first() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
-    ota.enqueue((0..150).map(|i| guest_message(71, i)));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
     // First without [forward]: messages are stored and wait in the outbox.
-    let config = write_config(dir.path(), &ota.base_url(), "");
-    let mut daemon = Daemon::run(&config);
-    daemon.wait_for_log("[forward] is not configured").await;
-    within(30, "drained", ota.wait_for(|s| s.drained())).await;
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon.exit().await.0.success());
-    assert_eq!(
-        count(&path, "SELECT count(*) FROM deliveries WHERE state = 'pending'"),
-        150
-    );
+    let mut relay = TestRelay::with().queued(71, 0..150).start().await;
+    within(30, "drained", relay.ota.wait_for(|s| s.drained())).await;
+    relay.stop().await;
+    assert_eq!(relay.deliveries("pending"), 150);
     // A store from before the outbox existed (schema 1) gets its backlog from the migration.
-    db(&path)
+    relay
+        .db()
         .execute_batch(
             "DROP TABLE deliveries; DROP TABLE job_runs; ALTER TABLE messages DROP COLUMN redeliveries;
              ALTER TABLE messages DROP COLUMN content_sha256; ALTER TABLE messages DROP COLUMN tombstoned_at;
@@ -581,26 +446,32 @@ async fn enabling_forward_on_a_store_with_history_delivers_the_backlog_oldest_fi
         )
         .unwrap();
 
-    let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 1"));
-    let daemon = Daemon::run(&config);
-    within(30, "the backlog delivered", pms.wait_for(|s| s.accepted_count() == 150)).await;
-    daemon.stop().await;
-    let order = pms.read(|s| s.accepted_order.clone());
-    let expected: Vec<String> = stored_ids(&path).iter().map(|id| format!("booking.com:{id}")).collect();
+    relay.write_config(&forward_section(&relay.pms, "concurrency = 1"));
+    relay.run();
+    within(
+        30,
+        "the backlog delivered",
+        relay.pms.wait_for(|s| s.accepted_count() == 150),
+    )
+    .await;
+    relay.stop().await;
+    let order = relay.pms.read(|s| s.accepted_order.clone());
+    let expected: Vec<String> = relay
+        .stored_ids()
+        .iter()
+        .map(|id| format!("booking.com:{id}"))
+        .collect();
     assert_eq!(order, expected, "delivered oldest first");
 }
 
 #[tokio::test]
 async fn deliveries_scheduled_before_the_clock_went_back_are_due_now_and_later_retries_keep_their_time() {
-    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
-    let Prepared {
-        path, config, samples, ..
-    } = &prepared(72, 5, &forward_section(&pms, "")).await;
+    let mut relay = TestRelay::with().stored(72, 0..5).forward("").prepare().await;
     // Rows 1 and 2 were scheduled 30 days ahead by a clock that has since gone back; row 3 is a retry due in 30
     // minutes, within the longest delay the worker schedules (Retry-After is honoured up to an hour).
     let now = now();
     let retry_at = now + 30 * 60_000;
-    let conn = db(path);
+    let conn = relay.db();
     conn.execute(
         "UPDATE deliveries SET next_attempt_at = ?1 WHERE seq IN (1, 2)",
         [now + 30 * 86_400_000],
@@ -613,23 +484,33 @@ async fn deliveries_scheduled_before_the_clock_went_back_are_due_now_and_later_r
     .unwrap();
     drop(conn);
 
-    let mut daemon = Daemon::run(config);
-    let line = daemon.wait_for_log("the system clock went back?").await;
+    relay.run();
+    within(
+        30,
+        "the due rows delivered",
+        relay.pms.wait_for(|s| s.accepted_count() == 4),
+    )
+    .await;
+    let stderr = relay.stop().await;
+    // The operator is warned, with how many rows it moved.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("the system clock went back?"))
+        .unwrap_or_default();
     assert!(
         line.contains("deliveries=2"),
         "only the rows beyond the horizon: {line}"
     );
-    within(30, "the due rows delivered", pms.wait_for(|s| s.accepted_count() == 4)).await;
-    daemon.stop().await;
 
-    let accepted: Vec<String> = pms.read(|s| s.accepted_order.clone());
+    let accepted: Vec<String> = relay.pms.read(|s| s.accepted_order.clone());
     for i in [0, 1, 3, 4] {
         assert!(
-            accepted.contains(&webhook_id(&samples[i])),
+            accepted.contains(&webhook_id(&relay.stored()[i])),
             "message {i} delivered: {accepted:?}"
         );
     }
-    let (state, next): (String, i64) = db(path)
+    let (state, next): (String, i64) = relay
+        .db()
         .query_row("SELECT state, next_attempt_at FROM deliveries WHERE seq = 3", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
@@ -643,61 +524,65 @@ async fn deliveries_scheduled_before_the_clock_went_back_are_due_now_and_later_r
 
 #[tokio::test]
 async fn outcomes_the_store_refuses_are_kept_and_recorded_later_never_sent_again() {
-    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
-    let Prepared { path, config, .. } = &prepared(73, 12, &forward_section(&pms, "concurrency = 4")).await;
+    let mut relay = TestRelay::with()
+        .stored(73, 0..12)
+        .forward("concurrency = 4")
+        .prepare()
+        .await;
     // Every outcome commit fails, as on a full disk; claims (reads) still work.
-    db(path)
+    relay
+        .db()
         .execute_batch(
             "CREATE TRIGGER refuse_outcomes BEFORE UPDATE OF state ON deliveries
              BEGIN SELECT RAISE(ABORT, 'injected: the store refuses outcomes'); END;",
         )
         .unwrap();
 
-    let mut daemon = Daemon::run(config);
-    let line = daemon.wait_for_log("cannot record delivery outcomes").await;
+    relay.run();
+    // The refusals are seen only in the log, which is what tells the operator: at error, each one.
+    let line = relay.daemon().wait_for_log("cannot record delivery outcomes").await;
     assert!(line.contains("injected"), "{line}");
-    daemon.wait_for_logs("cannot record delivery outcomes", 2).await;
+    relay.daemon().wait_for_logs("cannot record delivery outcomes", 2).await;
     // Refused twice, so retried at least once: still only the first round was sent.
-    assert_eq!(pms.read(|s| (s.requests, s.accepted_count())), (4, 4));
-    db(path).execute_batch("DROP TRIGGER refuse_outcomes").unwrap();
+    assert_eq!(relay.pms.read(|s| (s.requests, s.accepted_count())), (4, 4));
+    relay.db().execute_batch("DROP TRIGGER refuse_outcomes").unwrap();
 
     within(
         30,
         "every message delivered",
-        pms.wait_for(|s| s.accepted_count() == 12),
+        relay.pms.wait_for(|s| s.accepted_count() == 12),
     )
     .await;
-    daemon.stop().await;
+    relay.stop().await;
     assert_eq!(
-        pms.read(|s| (s.requests, s.duplicates())),
+        relay.pms.read(|s| (s.requests, s.duplicates())),
         (12, 0),
         "nothing was sent twice"
     );
-    assert_eq!(
-        count(path, "SELECT count(*) FROM deliveries WHERE state = 'delivered'"),
-        12
-    );
+    assert_eq!(relay.deliveries("delivered"), 12);
 }
 
 #[tokio::test]
 async fn a_token_in_the_webhook_query_never_reaches_logs_errors_or_output() {
     const TOKEN: &str = "query-token-7731";
     // Slower than the request timeout: every attempt fails with a transport error, whose text names the URL.
-    let pms = FakePms::start(FakePmsOptions {
-        latency: Duration::from_secs(2),
-        ..FakePmsOptions::default()
-    })
-    .await
-    .unwrap();
+    let mut relay = TestRelay::with()
+        .pms(|o| FakePmsOptions {
+            latency: Duration::from_secs(2),
+            ..o
+        })
+        .stored(74, 0..1)
+        .prepare()
+        .await;
     let section = format!(
         "[forward]\nurl = \"{}?token={TOKEN}\"\nsecret = \"{}\"\nrequest_timeout = \"200ms\"\n\
          [forward.retry]\ninitial_interval = \"20ms\"\n",
-        pms.url(),
-        pms.secret()
+        relay.pms.url(),
+        relay.pms.secret()
     );
-    let Prepared { path, config, .. } = &prepared(74, 1, &section).await;
+    relay.write_config(&section);
 
-    let checked = command(config, &["check-config"]).await;
+    let checked = relay.command(&["check-config"]).await;
     let stdout = String::from_utf8_lossy(&checked.stdout);
     assert!(checked.status.success(), "{stdout}");
     assert!(
@@ -705,13 +590,26 @@ async fn a_token_in_the_webhook_query_never_reaches_logs_errors_or_output() {
         "{stdout}"
     );
 
-    let mut daemon = Daemon::run(config);
-    let line = daemon.wait_for_logs("delivery attempt failed", 2).await;
+    relay.run();
+    relay
+        .wait_for_store("two failed attempts recorded", |db| {
+            db.query_row("SELECT attempts FROM deliveries WHERE seq = 1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap_or(0)
+                >= 2
+        })
+        .await;
+    let stderr = relay.stop().await;
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("delivery attempt failed"))
+        .unwrap_or_default();
     assert!(line.contains("timed out") || line.contains("timeout"), "{line}");
-    let stderr = daemon.stop().await;
     assert!(!stderr.contains(TOKEN), "{stderr}");
-    assert!(pms.read(|s| s.requests) >= 2, "the attempts reached the PMS");
-    let last_error: String = db(path)
+    assert!(relay.pms.read(|s| s.requests) >= 2, "the attempts reached the PMS");
+    let last_error: String = relay
+        .db()
         .query_row("SELECT last_error FROM deliveries WHERE seq = 1", [], |r| r.get(0))
         .unwrap();
     assert!(!last_error.contains(TOKEN), "{last_error}");
@@ -719,29 +617,33 @@ async fn a_token_in_the_webhook_query_never_reaches_logs_errors_or_output() {
 
 #[tokio::test]
 async fn when_the_pms_comes_back_the_retries_that_waited_for_it_go_at_once() {
-    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
+    let mut relay = TestRelay::with()
+        .stored(75, 0..10)
+        .forward("concurrency = 4")
+        .prepare()
+        .await;
     // An outage that asks for an hour: the first round and two probes are told "Retry-After: 3600".
     for _ in 0..6 {
-        pms.reply_next(PmsReply::RetryAfter {
+        relay.pms.reply_next(PmsReply::RetryAfter {
             status: 503,
             seconds: 3600,
         });
     }
-    let Prepared { config, .. } = &prepared(75, 10, &forward_section(&pms, "concurrency = 4")).await;
-    let mut daemon = Daemon::run(config);
-    daemon.wait_for_log("PMS webhook failing").await;
-    let line = daemon
-        .wait_for_log("deliveries that waited for a retry are due now")
-        .await;
-    assert!(line.contains("deliveries=6"), "the six told to wait an hour: {line}");
+    relay.run();
+    // Within seconds, not the hour: the rows told to wait are due once a probe succeeds.
     within(
         30,
         "every message delivered",
-        pms.wait_for(|s| s.accepted_count() == 10),
+        relay.pms.wait_for(|s| s.accepted_count() == 10),
     )
     .await;
-    daemon.stop().await;
-    assert_eq!(pms.read(|s| (s.requests, s.duplicates())), (16, 0));
+    let stderr = relay.stop().await;
+    assert_eq!(relay.pms.read(|s| (s.requests, s.duplicates())), (16, 0));
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("deliveries that waited for a retry are due now"))
+        .unwrap_or_default();
+    assert!(line.contains("deliveries=6"), "the six told to wait an hour: {line}");
 }
 
 /// User plus system CPU time of a process, in clock ticks (1/100 s).
@@ -751,77 +653,104 @@ fn cpu_ticks(pid: i32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
+/// Waits until every one of the first `n` deliveries has a recorded failed attempt.
+async fn attempted(relay: &TestRelay, n: i64) {
+    relay
+        .wait_for_store("the first round's failures recorded", |db| {
+            db.query_row("SELECT count(*) FROM deliveries WHERE attempts > 0", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap_or(0)
+                >= n
+        })
+        .await;
+}
+
 #[tokio::test]
 async fn a_failing_pms_with_every_retry_scheduled_later_is_waited_for_without_spinning() {
-    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
+    let mut relay = TestRelay::with()
+        .stored(76, 0..4)
+        .forward("concurrency = 4")
+        .prepare()
+        .await;
     // Every message is told to come back in an hour: no row is due, the next probe time passes.
     for _ in 0..4 {
-        pms.reply_next(PmsReply::RetryAfter {
+        relay.pms.reply_next(PmsReply::RetryAfter {
             status: 503,
             seconds: 3600,
         });
     }
-    let Prepared { config, .. } = &prepared(76, 4, &forward_section(&pms, "concurrency = 4")).await;
-    let mut daemon = Daemon::run(config);
-    daemon.wait_for_log("PMS webhook failing").await;
+    relay.run();
+    attempted(&relay, 4).await;
     // An observation window, not a synchronisation: a loop that spins spends most of it on the CPU.
-    let before = cpu_ticks(daemon.pid());
+    let pid = relay.daemon().pid();
+    let before = cpu_ticks(pid);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let spent = cpu_ticks(daemon.pid()) - before;
+    let spent = cpu_ticks(pid) - before;
     assert!(spent < 40, "{spent} ticks of CPU in 3 s of waiting");
-    assert_eq!(pms.read(|s| s.requests), 4, "nothing sent before the hour");
-    daemon.stop().await;
+    assert_eq!(relay.pms.read(|s| s.requests), 4, "nothing sent before the hour");
+    relay.stop().await;
 }
 
 #[tokio::test]
 async fn a_pms_that_fails_while_a_request_hangs_is_waited_for_without_spinning() {
-    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
+    let mut relay = TestRelay::with().stored(77, 0..4).prepare().await;
     // Three quick failures make the PMS "failing" while the fourth request is still waiting for its answer.
     for _ in 0..3 {
-        pms.reply_next(PmsReply::Status(503));
+        relay.pms.reply_next(PmsReply::Status(503));
     }
-    pms.reply_next(PmsReply::Late {
+    relay.pms.reply_next(PmsReply::Late {
         status: 200,
         after: Duration::from_secs(10),
     });
     let section =
-        forward_section(&pms, "concurrency = 4").replace("request_timeout = \"2s\"", "request_timeout = \"5s\"");
-    let Prepared { config, .. } = &prepared(77, 4, &section).await;
-    let mut daemon = Daemon::run(config);
-    daemon.wait_for_log("PMS webhook failing").await;
-    within(5, "the hanging request", pms.wait_for(|s| s.in_flight == 1)).await;
+        forward_section(&relay.pms, "concurrency = 4").replace("request_timeout = \"2s\"", "request_timeout = \"5s\"");
+    relay.write_config(&section);
+    relay.run();
+    attempted(&relay, 3).await;
+    within(5, "the hanging request", relay.pms.wait_for(|s| s.in_flight == 1)).await;
     // An observation window inside the hanging request's timeout, not a synchronisation.
-    let before = cpu_ticks(daemon.pid());
+    let pid = relay.daemon().pid();
+    let before = cpu_ticks(pid);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let spent = cpu_ticks(daemon.pid()) - before;
+    let spent = cpu_ticks(pid) - before;
     assert!(spent < 30, "{spent} ticks of CPU in 2 s of waiting");
-    assert_eq!(pms.read(|s| s.requests), 4, "no probe while a request is in flight");
-    daemon.stop().await;
+    assert_eq!(
+        relay.pms.read(|s| s.requests),
+        4,
+        "no probe while a request is in flight"
+    );
+    relay.stop().await;
 }
 
 #[tokio::test]
 async fn retry_now_after_an_outage_sends_what_waited_at_once_even_at_a_slow_probe_pace() {
-    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
-    pms.set_down(true);
     // Retries and probes ten minutes apart.
-    let section = forward_section(&pms, "concurrency = 4")
-        .replace("initial_interval = \"20ms\"", "initial_interval = \"10m\"")
-        .replace("max_interval = \"100ms\"", "max_interval = \"1h\"");
-    let Prepared { config, .. } = &prepared(78, 4, &section).await;
-    let mut daemon = Daemon::run(config);
-    daemon.wait_for_log("PMS webhook failing").await;
+    let mut relay = TestRelay::with()
+        .stored(78, 0..4)
+        .forward("concurrency = 4\n[forward.retry]\ninitial_interval = \"10m\"\nmax_interval = \"1h\"")
+        .prepare()
+        .await;
+    relay.pms.set_down(true);
+    relay.run();
+    attempted(&relay, 4).await;
 
     // The operator knows the PMS is back.
-    pms.set_down(false);
-    let out = command(config, &["retry-now"]).await;
+    relay.pms.set_down(false);
+    let out = relay.command(&["retry-now"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         stdout.contains("4 pending deliveries waiting for a retry are due now") && stdout.contains("running daemon"),
         "{stdout}"
     );
-    within(30, "every message delivered", pms.wait_for(|s| s.accepted_count() == 4)).await;
-    daemon.stop().await;
+    within(
+        30,
+        "every message delivered",
+        relay.pms.wait_for(|s| s.accepted_count() == 4),
+    )
+    .await;
+    relay.stop().await;
 }
 
 #[tokio::test]
@@ -881,37 +810,31 @@ async fn forward_configuration_errors_name_the_key() {
 
 #[tokio::test]
 async fn sigterm_lets_deliveries_in_flight_finish_and_records_them() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    let pms = FakePms::start(FakePmsOptions {
-        latency: Duration::from_millis(400),
-        ..FakePmsOptions::default()
-    })
-    .await
-    .unwrap();
-    ota.enqueue((0..40).map(|i| guest_message(81, i)));
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, "concurrency = 4"));
-    let daemon = Daemon::run(&config);
-    within(30, "deliveries in flight", pms.wait_for(|s| s.in_flight == 4)).await;
-    let stderr = daemon.stop().await;
-    assert!(stderr.contains("delivery worker stopped abandoned=0"), "{stderr}");
-    let accepted = pms.read(|s| s.accepted_count());
-    let path = dir.path().join("relay.db");
+    let mut relay = TestRelay::with()
+        .pms(|o| FakePmsOptions {
+            latency: Duration::from_millis(400),
+            ..o
+        })
+        .queued(81, 0..40)
+        .forward("concurrency = 4")
+        .start()
+        .await;
+    within(30, "deliveries in flight", relay.pms.wait_for(|s| s.in_flight == 4)).await;
+    relay.stop().await;
+    let accepted = relay.pms.read(|s| s.accepted_count());
     assert_eq!(
-        count(&path, "SELECT count(*) FROM deliveries WHERE state = 'delivered'"),
+        relay.deliveries("delivered"),
         accepted as i64,
         "every accepted delivery was recorded before exit"
     );
-    let daemon = Daemon::run(&config);
-    within(30, "the rest", pms.wait_for(|s| s.accepted_count() == 40)).await;
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon.exit().await.0.success());
-    assert_eq!(pms.read(|s| s.duplicates()), 0, "a graceful stop duplicates nothing");
+    relay.run();
+    within(30, "the rest", relay.pms.wait_for(|s| s.accepted_count() == 40)).await;
+    relay.stop().await;
+    assert_eq!(
+        relay.pms.read(|s| s.duplicates()),
+        0,
+        "a graceful stop duplicates nothing"
+    );
 }
 
 mod wake_decision {

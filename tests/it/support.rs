@@ -1,6 +1,9 @@
-//! Shared test plumbing: settings pointing at the fakes, a spawned daemon whose stderr is read as it arrives,
-//! and direct reads of the SQLite file.
+//! The test harness. [`TestRelay`] starts the fakes and the real binary from a configuration the test builds
+//! (or, for tests that drive one worker step by step, the same workers in this process), and waits on state:
+//! the fakes' records, the store, `status --json` and the systemd notifications the daemon sends. [`Daemon`] is
+//! the spawned binary with its stderr read as it arrives, for the tests of logging itself.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -9,8 +12,10 @@ use std::time::Duration;
 use ota_relay::channel::booking::drain::Drainer;
 use ota_relay::config::{BookingAuth, BookingSettings, Secret};
 use ota_relay::daemon::Context;
-use ota_relay::fake::{FakeOta, FakeOtaOptions, guest_message};
-use ota_relay::store::Store;
+use ota_relay::fake::{
+    FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, SampleMessage, commit_as_batch, guest_message,
+};
+use ota_relay::store::{Access, Store};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -134,11 +139,16 @@ backoff_max = "200ms"
     path
 }
 
-/// A `[forward]` section pointing at `pms` with its secret and quick retries; `extra` adds keys.
+/// A `[forward]` section pointing at `pms` with its secret and quick retries; `extra` adds keys (and may bring
+/// its own `[forward.retry]`).
 pub fn forward_section(pms: &ota_relay::fake::FakePms, extra: &str) -> String {
+    let retry = if extra.contains("[forward.retry]") {
+        ""
+    } else {
+        "[forward.retry]\ninitial_interval = \"20ms\"\nmax_interval = \"100ms\"\n"
+    };
     format!(
-        "[forward]\nurl = \"{}\"\nsecret = \"{}\"\nrequest_timeout = \"2s\"\n{extra}\n[forward.retry]\n\
-         initial_interval = \"20ms\"\nmax_interval = \"100ms\"\n",
+        "[forward]\nurl = \"{}\"\nsecret = \"{}\"\nrequest_timeout = \"2s\"\n{extra}\n{retry}",
         pms.url(),
         pms.secret()
     )
@@ -291,4 +301,409 @@ impl Daemon {
         }
         out
     }
+}
+
+/// Every systemd notification datagram the daemon sent to the test's NOTIFY_SOCKET, in order.
+#[derive(Clone)]
+pub struct Notifications {
+    messages: Arc<Mutex<Vec<String>>>,
+    changed: watch::Receiver<usize>,
+}
+
+impl Notifications {
+    pub fn bind(path: &Path) -> Notifications {
+        let socket = tokio::net::UnixDatagram::bind(path).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let (tx, changed) = watch::channel(0);
+        let collected = messages.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf).await {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let len = {
+                    let mut all = collected.lock().unwrap();
+                    all.push(text);
+                    all.len()
+                };
+                let _ = tx.send(len);
+            }
+        });
+        Notifications { messages, changed }
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// How many notifications contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.contains(needle))
+            .count()
+    }
+
+    /// Waits until `predicate` holds for the notifications so far.
+    pub async fn wait_for(&mut self, what: &str, mut predicate: impl FnMut(&[String]) -> bool) {
+        let messages = self.messages.clone();
+        within(30, what, async {
+            loop {
+                if predicate(&messages.lock().unwrap()) {
+                    return;
+                }
+                self.changed.changed().await.unwrap();
+            }
+        })
+        .await
+    }
+
+    /// Waits for the `n`th notification containing `needle`, and returns it.
+    pub async fn wait_for_nth(&mut self, needle: &str, n: usize) -> String {
+        self.wait_for(needle, |m| m.iter().filter(|m| m.contains(needle)).count() >= n)
+            .await;
+        self.all()
+            .into_iter()
+            .filter(|m| m.contains(needle))
+            .nth(n - 1)
+            .unwrap()
+    }
+}
+
+/// What a [`TestRelay`] starts with: the fakes' options, the messages queued or already stored, and the
+/// configuration's sections.
+pub struct Setup {
+    ota: FakeOtaOptions,
+    pms: FakePmsOptions,
+    queued: Vec<SampleMessage>,
+    stored: Vec<SampleMessage>,
+    forward: Option<String>,
+    booking: String,
+    sections: String,
+    envs: Vec<(String, String)>,
+}
+
+impl Setup {
+    /// Changes the fake Booking.com queue's options (by default: Basic authentication with [`PASSWORD`]).
+    pub fn ota(mut self, change: impl FnOnce(FakeOtaOptions) -> FakeOtaOptions) -> Setup {
+        self.ota = change(self.ota);
+        self
+    }
+
+    /// Changes the fake PMS's options.
+    pub fn pms(mut self, change: impl FnOnce(FakePmsOptions) -> FakePmsOptions) -> Setup {
+        self.pms = change(self.pms);
+        self
+    }
+
+    /// Queues seed `seed`'s sample messages `range` upstream before the relay starts.
+    pub fn queued(mut self, seed: u64, range: std::ops::Range<u64>) -> Setup {
+        self.queued.extend(range.map(|i| guest_message(seed, i)));
+        self
+    }
+
+    /// A store that already holds seed `seed`'s sample messages `range`, pending as the drain leaves them.
+    pub fn stored(mut self, seed: u64, range: std::ops::Range<u64>) -> Setup {
+        self.stored.extend(range.map(|i| guest_message(seed, i)));
+        self
+    }
+
+    /// Forward to the fake PMS (quick retries); `keys` adds or overrides `[forward]` keys.
+    pub fn forward(mut self, keys: &str) -> Setup {
+        self.forward = Some(keys.to_owned());
+        self
+    }
+
+    /// More `[booking]` keys.
+    pub fn booking(mut self, keys: &str) -> Setup {
+        self.booking.push_str(keys);
+        self.booking.push('\n');
+        self
+    }
+
+    /// More sections, written after the others.
+    pub fn config(mut self, sections: &str) -> Setup {
+        self.sections.push_str(sections);
+        self.sections.push('\n');
+        self
+    }
+
+    /// An environment variable for every run of the daemon.
+    pub fn env(mut self, name: &str, value: &str) -> Setup {
+        self.envs.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The fakes are up, the store prepared and the configuration written; no daemon runs yet.
+    pub async fn prepare(self) -> TestRelay {
+        let ota = FakeOta::start(self.ota).await.unwrap();
+        ota.enqueue(self.queued.clone());
+        let pms = FakePms::start(self.pms).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let notify_socket = dir.path().join("notify.sock");
+        let notifications = Notifications::bind(&notify_socket);
+        let relay = TestRelay {
+            ota,
+            pms,
+            notifications,
+            notify_socket,
+            forward: self.forward,
+            booking: self.booking,
+            sections: self.sections,
+            envs: self.envs,
+            queued: self.queued,
+            stored: self.stored,
+            daemon: None,
+            dir,
+        };
+        relay.write_config("");
+        if !relay.stored.is_empty() {
+            let store = Store::open(&relay.path(), Access::Consumer).unwrap();
+            let elements: Vec<String> = relay.stored.iter().map(|s| s.json.clone()).collect();
+            commit_as_batch(&store, &elements, ota_relay::store::now_ms())
+                .await
+                .unwrap();
+        }
+        relay
+    }
+
+    /// [`Self::prepare`], then the real binary, started and ready (systemd's READY=1).
+    pub async fn start(self) -> TestRelay {
+        let mut relay = self.prepare().await;
+        relay.run();
+        relay.ready(1).await;
+        relay
+    }
+}
+
+/// The fakes, a configuration, a store, and the real binary running on them (or not yet, or no more).
+pub struct TestRelay {
+    pub ota: FakeOta,
+    pub pms: FakePms,
+    pub notifications: Notifications,
+    notify_socket: PathBuf,
+    forward: Option<String>,
+    booking: String,
+    sections: String,
+    envs: Vec<(String, String)>,
+    queued: Vec<SampleMessage>,
+    stored: Vec<SampleMessage>,
+    daemon: Option<Daemon>,
+    dir: tempfile::TempDir,
+}
+
+impl TestRelay {
+    /// A relay draining a fake Booking.com queue (Basic authentication, quick polls and backoff) into a new store.
+    pub fn with() -> Setup {
+        Setup {
+            ota: FakeOtaOptions {
+                auth: basic_fake_auth(),
+                ..FakeOtaOptions::default()
+            },
+            pms: FakePmsOptions::default(),
+            queued: Vec::new(),
+            stored: Vec::new(),
+            forward: None,
+            booking: String::new(),
+            sections: String::new(),
+            envs: Vec::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The store file.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("relay.db")
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("ota-relay.toml")
+    }
+
+    /// The messages queued before the start, and the ones stored before it.
+    pub fn queued(&self) -> &[SampleMessage] {
+        &self.queued
+    }
+
+    pub fn stored(&self) -> &[SampleMessage] {
+        &self.stored
+    }
+
+    /// Writes the configuration again, `sections` in place of the ones the setup gave (`""` keeps none).
+    pub fn write_config(&self, replacing: &str) {
+        let sections = if replacing.is_empty() {
+            &self.sections
+        } else {
+            replacing
+        };
+        let forward = self
+            .forward
+            .as_deref()
+            .map(|keys| forward_section(&self.pms, keys))
+            .unwrap_or_default();
+        let booking = format!("{}{forward}{sections}", self.booking);
+        write_config(self.dir.path(), &self.ota.base_url(), &booking);
+    }
+
+    /// The configuration as the daemon reads it (secrets resolved from the file).
+    pub fn settings(&self) -> ota_relay::config::Settings {
+        ota_relay::config::load(&self.config()).unwrap()
+    }
+
+    /// Queues seed `seed`'s sample messages `range` upstream.
+    pub fn enqueue(&self, seed: u64, range: std::ops::Range<u64>) -> Vec<SampleMessage> {
+        let samples: Vec<SampleMessage> = range.map(|i| guest_message(seed, i)).collect();
+        self.ota.enqueue(samples.clone());
+        samples
+    }
+
+    /// Starts the real binary on the configuration (it must not be running).
+    pub fn run(&mut self) {
+        assert!(self.daemon.is_none(), "the daemon runs already");
+        let mut envs: Vec<(&str, &str)> = self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        envs.push(("NOTIFY_SOCKET", self.notify_socket.to_str().unwrap()));
+        let config = self.config();
+        self.daemon = Some(Daemon::spawn(&["run", "--config", config.to_str().unwrap()], &envs));
+    }
+
+    /// Waits for the `n`th READY=1 (one per start of the daemon).
+    pub async fn ready(&mut self, n: usize) {
+        self.notifications.wait_for_nth("READY=1", n).await;
+    }
+
+    /// The running daemon (for signals, its pid and its log).
+    pub fn daemon(&mut self) -> &mut Daemon {
+        self.daemon.as_mut().expect("the daemon runs")
+    }
+
+    pub fn signal(&mut self, signal: i32) {
+        self.daemon().signal(signal);
+    }
+
+    /// SIGTERM, then the exit, which must be a success: its stderr.
+    pub async fn stop(&mut self) -> String {
+        self.daemon.take().expect("the daemon runs").stop().await
+    }
+
+    /// Waits for the daemon to exit by itself: its status and stderr.
+    pub async fn exit(&mut self) -> (std::process::ExitStatus, String) {
+        self.daemon.take().expect("the daemon runs").exit().await
+    }
+
+    pub async fn kill9(&mut self) {
+        self.daemon.take().expect("the daemon runs").kill9().await;
+    }
+
+    /// Sends SIGHUP and waits for the reload's outcome in the daemon's systemd STATUS, which it returns.
+    pub async fn reload(&mut self) -> String {
+        let before = self.notifications.count("STATUS=configuration reload");
+        self.signal(libc::SIGHUP);
+        let note = self
+            .notifications
+            .wait_for_nth("STATUS=configuration reload", before + 1)
+            .await;
+        note.lines()
+            .find_map(|l| l.strip_prefix("STATUS="))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Opens the store in this process, as the daemon does (its lock: the binary must not run).
+    pub fn open_store(&self) -> Store {
+        Store::open(&self.path(), Access::Consumer).unwrap()
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        db(&self.path())
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        count(&self.path(), sql)
+    }
+
+    pub fn stored_ids(&self) -> Vec<String> {
+        stored_ids(&self.path())
+    }
+
+    /// The deliveries in `state` (pending, delivered, dead).
+    pub fn deliveries(&self, state: &str) -> i64 {
+        db(&self.path())
+            .query_row("SELECT count(*) FROM deliveries WHERE state = ?1", [state], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    }
+
+    /// Waits until `check` holds for the store, read as the tools read it (beside the daemon).
+    pub async fn wait_for_store(&self, what: &str, check: impl Fn(&rusqlite::Connection) -> bool) {
+        let path = self.path();
+        within(30, what, async {
+            loop {
+                if path.exists() && check(&db(&path)) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
+    /// An operator command on the configuration, run to completion.
+    pub async fn command(&self, args: &[&str]) -> std::process::Output {
+        command(&self.config(), args).await
+    }
+
+    /// `ota-relay status --json`, with its exit code.
+    pub async fn status(&self, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let mut full = vec!["status", "--json"];
+        full.extend_from_slice(args);
+        let out = self.command(&full).await;
+        let json = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+        (out.status.code(), json)
+    }
+
+    /// Every message queued upstream is stored once, and nothing was confirmed that the fake did not serve.
+    pub fn assert_stored_exactly(&self, samples: &[SampleMessage]) {
+        let stored = self.stored_ids();
+        let set: HashSet<&String> = stored.iter().collect();
+        assert_eq!(set.len(), stored.len(), "a message was stored twice");
+        let missing: Vec<&String> = samples
+            .iter()
+            .map(|s| &s.message_id)
+            .filter(|id| !set.contains(id))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} messages lost, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(3)]
+        );
+        assert_eq!(stored.len(), samples.len());
+        let violations = self.ota.read(|s| s.violations.clone());
+        assert!(violations.is_empty(), "protocol violations: {violations:?}");
+    }
+
+    /// A drain loop on the relay's store and configuration, in this process.
+    pub fn drainer(&self, store: &Store, cancel: &CancellationToken) -> Drainer {
+        Drainer::new(&self.settings().booking, &context(store, cancel)).unwrap()
+    }
+
+    /// Runs the real drain loop in this process until the fake's queue is empty.
+    pub async fn drain_all(&self, store: &Store) {
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(self.drainer(store, &cancel).run());
+        within(60, "the fake queue to be drained", self.ota.wait_for(|s| s.drained())).await;
+        cancel.cancel();
+        within(10, "the drain loop to stop", task).await.unwrap();
+    }
+}
+
+/// The webhook-id of a drained sample message.
+pub fn webhook_id(sample: &SampleMessage) -> String {
+    format!("booking.com:{}", sample.message_id)
 }
