@@ -2,7 +2,7 @@
 
 use ota_relay::channel::booking::FetchError;
 use ota_relay::channel::booking::auth::AuthError;
-use ota_relay::channel::booking::drain::{DrainError, Drainer};
+use ota_relay::channel::booking::drain::DrainError;
 use ota_relay::fake::FakeOtaOptions;
 use std::time::Duration;
 
@@ -23,25 +23,17 @@ fn quota_error(
 #[tokio::test]
 async fn tokens_are_reused_and_renewed_at_once_when_they_expire_early() {
     // Each token stops working after 3 requests: a lifetime much shorter than the assumed hour.
-    let fake = token_fake(
-        FakeOtaOptions {
+    let relay = TestRelay::with()
+        .token_auth()
+        .ota(|o| FakeOtaOptions {
             token_max_uses: Some(3),
-            ..FakeOtaOptions::default()
-        },
-        1000,
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(
-        Drainer::new(&token_settings(&fake), &context(&store, &cancel))
-            .unwrap()
-            .run(),
-    );
-    within(60, "drained with token renewals", fake.wait_for(|s| s.drained())).await;
-    cancel.cancel();
-    task.await.unwrap();
+            ..o
+        })
+        .queued(5, 0..1000)
+        .in_process()
+        .await;
+    relay.drain_all().await;
+    let fake = &relay.ota;
 
     let (exchanges, unauthorized, violations, gets, puts) = fake.read(|s| {
         (
@@ -53,7 +45,7 @@ async fn tokens_are_reused_and_renewed_at_once_when_they_expire_early() {
         )
     });
     assert!(violations.is_empty(), "{violations:?}");
-    assert_eq!(stored_ids(&dir.path().join("relay.db")).len(), 1000);
+    assert_eq!(relay.stored_ids().len(), 1000);
     let accepted = gets + puts; // requests that got past authentication
     assert!(exchanges >= 2, "tokens were renewed ({exchanges})");
     // Reuse: a token serves 3 requests, so about a third as many exchanges as requests, never one per request.
@@ -66,7 +58,7 @@ async fn tokens_are_reused_and_renewed_at_once_when_they_expire_early() {
         "one 401 per expired token at most ({unauthorized})"
     );
     assert_eq!(
-        count(&dir.path().join("relay.db"), "SELECT count(*) FROM token_exchanges"),
+        relay.count("SELECT count(*) FROM token_exchanges"),
         exchanges as i64,
         "every exchange is logged in the store"
     );
@@ -75,19 +67,19 @@ async fn tokens_are_reused_and_renewed_at_once_when_they_expire_early() {
 #[tokio::test]
 async fn the_hourly_token_quota_is_never_exceeded_even_across_restarts() {
     // Every token works exactly once, so the client needs a new token for almost every request.
-    let fake = token_fake(
-        FakeOtaOptions {
+    let relay = TestRelay::with()
+        .token_auth()
+        .ota(|o| FakeOtaOptions {
             token_max_uses: Some(1),
-            ..FakeOtaOptions::default()
-        },
-        5000,
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
+            ..o
+        })
+        .queued(5, 0..5000)
+        .prepare()
+        .await;
+    let fake = &relay.ota;
     {
-        let store = Store::open(&path, Access::Consumer).unwrap();
-        let mut drainer = drainer(&token_settings(&fake), &store);
+        let store = relay.open_store();
+        let mut drainer = relay.drainer_on(&store);
         let mut quota = None;
         for _ in 0..200 {
             let result = drainer.drain_once().await;
@@ -108,8 +100,8 @@ async fn the_hourly_token_quota_is_never_exceeded_even_across_restarts() {
         assert!(text.contains("quota"), "{text}");
     }
     // A restart (new process state, same store) must not exchange again.
-    let store = Store::open(&path, Access::Consumer).unwrap();
-    let mut drainer = drainer(&token_settings(&fake), &store);
+    let store = relay.open_store();
+    let mut drainer = relay.drainer_on(&store);
     assert!(quota_error(&drainer.drain_once().await).is_some());
     assert_eq!(
         fake.read(|s| s.token_exchanges.len()),
@@ -121,11 +113,10 @@ async fn the_hourly_token_quota_is_never_exceeded_even_across_restarts() {
 
 #[tokio::test]
 async fn a_token_refused_from_the_start_is_a_credentials_problem_not_a_renewal_loop() {
-    let fake = token_fake(FakeOtaOptions::default(), 10).await;
+    let relay = TestRelay::with().token_auth().queued(5, 0..10).in_process().await;
+    let fake = &relay.ota;
     fake.revoke_tokens(true);
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
-    let mut drainer = drainer(&token_settings(&fake), &store);
+    let mut drainer = relay.drainer();
     for _ in 0..3 {
         match drainer.drain_once().await {
             Err(DrainError::Fetch(e)) => assert!(e.is_credentials(), "{e}"),
@@ -143,14 +134,12 @@ async fn a_token_refused_from_the_start_is_a_credentials_problem_not_a_renewal_l
 
 #[tokio::test]
 async fn a_rejected_client_secret_is_reported_without_revealing_it() {
-    let fake = token_fake(FakeOtaOptions::default(), 1).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
-    let mut settings = token_settings(&fake);
+    let relay = TestRelay::with().token_auth().queued(5, 0..1).in_process().await;
+    let mut settings = relay.settings().booking;
     if let ota_relay::config::BookingAuth::Token { client_secret, .. } = &mut settings.auth {
         *client_secret = ota_relay::config::Secret::inline("not-the-secret");
     }
-    let mut drainer = drainer(&settings, &store);
+    let mut drainer = relay.drainer_with(&settings, &CancellationToken::new());
     match drainer.drain_once().await {
         Err(DrainError::Fetch(e @ FetchError::Auth(AuthError::Rejected { .. }))) => {
             assert!(e.is_credentials());
@@ -194,12 +183,10 @@ async fn exchanges_recorded_before_the_clock_went_back_count_as_made_now() {
 
 #[tokio::test]
 async fn the_binary_waits_on_an_exhausted_quota_after_a_restart_and_says_why() {
-    let fake = token_fake(FakeOtaOptions::default(), 1).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
+    let mut relay = TestRelay::with().token_auth().queued(5, 0..1).prepare().await;
     // A previous run (or crash loop) already used the hour's 30 exchanges.
     {
-        let store = Store::open(&path, Access::Consumer).unwrap();
+        let store = relay.open_store();
         for _ in 0..30 {
             store
                 .reserve_token_exchange(ota_relay::store::now_ms(), Duration::from_secs(3600), 30)
@@ -207,22 +194,23 @@ async fn the_binary_waits_on_an_exhausted_quota_after_a_restart_and_says_why() {
                 .unwrap();
         }
     }
-    let config = dir.path().join("token.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = \"{}\"\n[booking]\nbase_url = \"{}\"\nauth = \"token\"\nclient_id = \"relay-client\"\n\
-             client_secret = \"{CLIENT_SECRET}\"\ntoken_url = \"{}\"\n",
-            path.display(),
-            fake.base_url(),
-            fake.token_url()
-        ),
-    )
-    .unwrap();
-    let mut daemon = Daemon::run(&config);
-    let line = daemon.wait_for_log("token exchange quota reached").await;
+    relay.run();
+    // What the operator reads is the point: the wait, its reason and until when.
+    let line = relay.daemon().wait_for_log("token exchange quota reached").await;
     assert!(line.contains("30 tokens"), "{line}");
-    let stderr = daemon.stop().await;
-    assert_eq!(fake.read(|s| s.token_exchanges.len()), 0, "no exchange was attempted");
+    let (_, status) = relay.status(&[]).await;
+    assert!(
+        status["source"]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("quota"),
+        "status says why too: {status}"
+    );
+    let stderr = relay.stop().await;
+    assert_eq!(
+        relay.ota.read(|s| s.token_exchanges.len()),
+        0,
+        "no exchange was attempted"
+    );
     assert!(!stderr.contains(CLIENT_SECRET));
 }

@@ -2,8 +2,7 @@
 //! results are paged, long ranges split, expired jobs and unknown answer shapes reported.
 
 use ota_relay::channel::booking::search_wire::{SearchResult, parse_search_job, parse_search_result};
-use ota_relay::fake::{FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, guest_message};
-use ota_relay::store::{Access, Store};
+use ota_relay::fake::{FakeOta, FakeOtaOptions, guest_message};
 
 use crate::support::*;
 
@@ -17,22 +16,19 @@ fn stderr(output: &std::process::Output) -> String {
 
 #[tokio::test]
 async fn backfill_stores_and_forwards_only_missing_messages_paging_through_results() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        search_page_size: 7,
-        search_pending_polls: 1,
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
-    // 12 come through the queue; 8 were lost in an outage and only the search knows them.
-    ota.enqueue((0..12).map(|i| guest_message(41, i)));
-    ota.archive((12..20).map(|i| guest_message(41, i)));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    let config = write_config(dir.path(), &ota.base_url(), &forward_section(&pms, ""));
-    let daemon = Daemon::run(&config);
+    let mut relay = TestRelay::with()
+        .ota(|o| FakeOtaOptions {
+            search_page_size: 7,
+            search_pending_polls: 1,
+            ..o
+        })
+        // 12 come through the queue; 8 were lost in an outage and only the search knows them.
+        .queued(41, 0..12)
+        .forward("")
+        .start()
+        .await;
+    relay.ota.archive((12..20).map(|i| guest_message(41, i)));
+    let (ota, pms, path, config) = (&relay.ota, &relay.pms, relay.path(), relay.config());
     within(30, "the queue delivered", pms.wait_for(|s| s.accepted_count() == 12)).await;
 
     let args = ["backfill", "--after", "2026-11-01", "--before", "2026-11-30T23:59:59Z"];
@@ -82,27 +78,18 @@ async fn backfill_stores_and_forwards_only_missing_messages_paging_through_resul
         searches[0],
         "after=2026-11-01T00:00:00.000Z before=2026-11-30T23:59:59.000Z property_id=- order_by=-"
     );
-    daemon.signal(libc::SIGTERM);
-    let (status, log) = daemon.exit().await;
-    assert!(status.success(), "{log}");
     assert_eq!(pms.read(|s| s.accepted_count()), 20);
     assert_eq!(pms.read(|s| s.duplicates()), 0);
+    relay.stop().await;
 }
 
 #[tokio::test]
 async fn backfill_splits_long_ranges_filters_by_property_and_reports_an_expired_job() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
+    let relay = TestRelay::with().prepare().await;
     // Conversations of four messages each, on three properties in turn: 8011856 holds messages 4..8.
-    ota.archive((0..12).map(|i| guest_message(42, i)));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    drop(Store::open(&path, Access::Consumer).unwrap());
-    let config = write_config(dir.path(), &ota.base_url(), "");
+    relay.ota.archive((0..12).map(|i| guest_message(42, i)));
+    let (ota, path, config) = (&relay.ota, relay.path(), relay.config());
+    drop(relay.open_store());
 
     let out = command(
         &config,
@@ -148,7 +135,7 @@ async fn backfill_splits_long_ranges_filters_by_property_and_reports_an_expired_
     .await
     .unwrap();
     slow.archive((20..30).map(|i| guest_message(42, i)));
-    let config = write_config(dir.path(), &slow.base_url(), "");
+    let config = write_config(relay.dir(), &slow.base_url(), "");
     let run = command(
         &config,
         &["backfill", "--after", "2026-11-01", "--before", "2026-11-30"],

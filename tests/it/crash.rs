@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use ota_relay::fake::{FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, guest_message};
+use ota_relay::fake::{FakeOtaOptions, FakePmsOptions, guest_message};
 
 use crate::support::*;
 
@@ -38,32 +38,25 @@ async fn crash_suite_kills_under_faults_lose_nothing() {
     eprintln!("crash suite: seed {seed}, {messages} messages, {kills} kills");
     let mut rng = fastrand::Rng::with_seed(seed);
 
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        redelivery_rate: 0.1,
-        fault_rate: 0.12,
-        seed,
-        stall: Duration::from_millis(1500),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    let pms = FakePms::start(FakePmsOptions {
-        failure_rate: 0.15,
-        seed,
-        capture: false,
-        ..FakePmsOptions::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let forward = format!(
-        "[forward]\nurl = \"{}\"\nsecret = \"{}\"\nrequest_timeout = \"2s\"\n\
-         concurrency = {CONCURRENCY}\n[forward.retry]\ninitial_interval = \"10ms\"\nmax_interval = \"150ms\"\n",
-        pms.url(),
-        pms.secret()
-    );
-    let config = write_config(dir.path(), &ota.base_url(), &forward);
+    let mut relay = TestRelay::with()
+        .ota(|o| FakeOtaOptions {
+            redelivery_rate: 0.1,
+            fault_rate: 0.12,
+            seed,
+            stall: Duration::from_millis(1500),
+            ..o
+        })
+        .pms(|o| FakePmsOptions {
+            failure_rate: 0.15,
+            seed,
+            capture: false,
+            ..o
+        })
+        .forward(&format!(
+            "concurrency = {CONCURRENCY}\n[forward.retry]\ninitial_interval = \"10ms\"\nmax_interval = \"150ms\""
+        ))
+        .prepare()
+        .await;
 
     let mut enqueued: Vec<String> = Vec::new();
     let chunk = messages / (kills + 1);
@@ -71,12 +64,13 @@ async fn crash_suite_kills_under_faults_lose_nothing() {
         let from = round * chunk;
         let batch: Vec<_> = (from..from + chunk).map(|i| guest_message(seed, i)).collect();
         enqueued.extend(batch.iter().map(|m| m.message_id.clone()));
-        ota.enqueue(batch);
+        relay.ota.enqueue(batch);
         // Now and then the PMS is down for a whole round: an outage across a crash.
         let outage = rng.u32(0..5) == 0;
-        pms.set_down(outage);
+        relay.pms.set_down(outage);
 
-        let daemon = Daemon::run(&config);
+        relay.run();
+        let (ota, pms) = (&relay.ota, &relay.pms);
         // A random moment: after a random number of further requests at one of the fakes.
         let steps = rng.u64(1..80);
         let (ota_now, pms_now) = (ota.read(|s| s.gets + s.puts), pms.read(|s| s.requests));
@@ -88,15 +82,16 @@ async fn crash_suite_kills_under_faults_lose_nothing() {
         } else {
             ota.wait_for(|s| s.gets + s.puts >= ota_now + steps).await;
         }
-        daemon.kill9().await;
+        relay.kill9().await;
     }
-    pms.set_down(false);
+    relay.pms.set_down(false);
     let from = kills * chunk;
     let rest: Vec<_> = (from..messages).map(|i| guest_message(seed, i)).collect();
     enqueued.extend(rest.iter().map(|m| m.message_id.clone()));
-    ota.enqueue(rest);
+    relay.ota.enqueue(rest);
 
-    let daemon = Daemon::run(&config);
+    relay.run();
+    let (ota, pms) = (&relay.ota, &relay.pms);
     let expected = enqueued.len();
     within(
         if soak { 900 } else { 120 },
@@ -107,9 +102,10 @@ async fn crash_suite_kills_under_faults_lose_nothing() {
         },
     )
     .await;
-    daemon.stop().await;
+    relay.stop().await;
+    let (ota, pms) = (&relay.ota, &relay.pms);
 
-    let path = dir.path().join("relay.db");
+    let path = relay.path();
     let stored = stored_ids(&path);
     let stored_set: HashSet<&String> = stored.iter().collect();
     assert_eq!(stored_set.len(), stored.len(), "a message was stored twice");

@@ -52,7 +52,7 @@ async fn sigkill_mid_run_then_restart_loses_nothing_and_stores_nothing_twice() {
     .await;
     let stderr = relay.stop().await;
 
-    relay.assert_stored_exactly(&relay.queued().to_vec());
+    relay.assert_stored_exactly(relay.queued());
     let redelivered = relay.count("SELECT count(*) FROM receipts") - relay.queued().len() as i64;
     assert!(
         redelivered >= 100,

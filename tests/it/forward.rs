@@ -277,13 +277,15 @@ async fn retry_after_from_the_pms_is_honoured() {
 
 #[tokio::test]
 async fn gone_is_a_dead_letter_at_once_and_redirects_are_not_followed() {
-    let relay = TestRelay::with().queued(41, 0..2).forward(FAST_RETRY).prepare().await;
+    let relay = TestRelay::with()
+        .queued(41, 0..2)
+        .forward(FAST_RETRY)
+        .in_process()
+        .await;
     let samples = relay.queued();
-    let store = relay.open_store();
-    let cancel = CancellationToken::new();
-    relay.drainer(&store, &cancel).drain_once().await.unwrap();
+    relay.drainer().drain_once().await.unwrap();
     let settings = relay.settings().forward.unwrap();
-    let mut forwarder = Forwarder::new(&settings, &context(&store, &cancel)).unwrap();
+    let mut forwarder = Forwarder::new(&settings, &context(relay.store(), &CancellationToken::new())).unwrap();
     relay.pms.always(&webhook_id(&samples[0]), 410);
     relay.pms.always(&webhook_id(&samples[1]), 307);
     let report = forwarder.deliver_due().await.unwrap();

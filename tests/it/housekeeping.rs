@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ota_relay::config::{RetentionSettings, Schedule};
-use ota_relay::fake::{FakeOta, FakeOtaOptions, commit_as_batch, guest_message, poison_message};
+use ota_relay::fake::{commit_as_batch, guest_message, poison_message};
 use ota_relay::jobs::{self, JobKind};
 use ota_relay::store::{Access, Store, now_ms};
 use tokio_util::sync::CancellationToken;
@@ -326,27 +326,24 @@ fn a_job_still_fires_after_the_runtime_stalled() {
 
 #[tokio::test]
 async fn the_daemon_runs_scheduled_jobs_and_status_shows_them() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    ota.enqueue((0..30).map(|i| guest_message(5, i)));
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &ota.base_url(),
-        "[jobs]\nduplicate_filter = \"* * * * * *\"\nretention = \"off\"\n",
-    );
-    let mut daemon = Daemon::run(&config);
-    within(30, "drained", ota.wait_for(|s| s.drained())).await;
-    let line = daemon.wait_for_log("job finished").await;
-    assert!(
-        line.contains("duplicate_filter") && line.contains("receipts_compacted="),
-        "{line}"
-    );
-    assert!(daemon.stderr().contains("job is off"), "{}", daemon.stderr());
+    let mut relay = TestRelay::with()
+        .queued(5, 0..30)
+        .config("[jobs]\nduplicate_filter = \"* * * * * *\"\nretention = \"off\"\n")
+        .start()
+        .await;
+    let (dir, config) = (relay.dir().to_owned(), relay.config());
+    within(30, "drained", relay.ota.wait_for(|s| s.drained())).await;
+    relay
+        .wait_for_store("a duplicate-filter run", |db| {
+            db.query_row(
+                "SELECT count(*) FROM job_runs WHERE job = 'duplicate_filter' AND ok",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0)
+                > 0
+        })
+        .await;
 
     let out = cli(&config, &["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -370,13 +367,18 @@ async fn the_daemon_runs_scheduled_jobs_and_status_shows_them() {
         "{text}"
     );
 
-    daemon.signal(libc::SIGTERM);
-    let (exit, stderr) = daemon.exit().await;
-    assert!(exit.success(), "{stderr}");
+    // Each run is logged with its figures; a job turned off says so.
+    let stderr = relay.stop().await;
+    let line = stderr.lines().find(|l| l.contains("job finished")).unwrap_or_default();
+    assert!(
+        line.contains("duplicate_filter") && line.contains("receipts_compacted="),
+        "{line}"
+    );
+    assert!(stderr.contains("job is off"), "{stderr}");
 
     // Degraded: the oldest pending delivery is older than the threshold, even when it is the one due last (a
     // retry far in the future).
-    db(&dir.path().join("relay.db"))
+    db(&dir.join("relay.db"))
         .execute_batch(
             "UPDATE messages SET first_seen_at = first_seen_at - 7200000 WHERE seq = (SELECT min(seq) FROM messages);
              UPDATE deliveries SET attempts = 3, next_attempt_at = next_attempt_at + 86400000
@@ -396,7 +398,7 @@ async fn the_daemon_runs_scheduled_jobs_and_status_shows_them() {
         "{status}"
     );
     // Degraded: polls failing for longer than the threshold.
-    db(&dir.path().join("relay.db"))
+    db(&dir.join("relay.db"))
         .execute_batch(
             "UPDATE messages SET first_seen_at = first_seen_at + 7200000 WHERE seq = (SELECT min(seq) FROM messages);
              UPDATE source_state SET failing_since = last_poll_at - 3600000, last_error = 'HTTP 503'",
@@ -410,7 +412,7 @@ async fn the_daemon_runs_scheduled_jobs_and_status_shows_them() {
         "{text}"
     );
     // Degraded: no poll for two hours (the daemon stopped, or its loop is stuck), unless the threshold allows it.
-    db(&dir.path().join("relay.db"))
+    db(&dir.as_path().join("relay.db"))
         .execute(
             "UPDATE source_state SET failing_since = NULL, last_error = NULL, last_poll_at = ?1",
             [now() - 2 * 3_600_000],
@@ -423,7 +425,7 @@ async fn the_daemon_runs_scheduled_jobs_and_status_shows_them() {
     let out = cli(&config, &["status", "--max-silent", "3h"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     // An hourly poll is not silence: the threshold grows with poll_interval.
-    let hourly = dir.path().join("hourly.toml");
+    let hourly = dir.as_path().join("hourly.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &hourly,
@@ -435,12 +437,12 @@ async fn the_daemon_runs_scheduled_jobs_and_status_shows_them() {
 
     // Unreadable: not a store.
     std::fs::write(
-        dir.path().join("relay.db"),
+        dir.as_path().join("relay.db"),
         b"this is not a database, it is a text file of some length",
     )
     .unwrap();
     for ext in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(dir.path().join(format!("relay.db{ext}")));
+        let _ = std::fs::remove_file(dir.as_path().join(format!("relay.db{ext}")));
     }
     let out = cli(&config, &["status", "--json"]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
@@ -494,18 +496,10 @@ fn a_job_planned_while_the_clock_was_fast_runs_on_the_true_schedule_once_it_is_s
 
 #[tokio::test]
 async fn backup_is_consistent_while_the_daemon_writes() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    ota.enqueue((0..20_000).map(|i| guest_message(5, i)));
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &ota.base_url(), "");
-    let daemon = Daemon::run(&config);
+    let mut relay = TestRelay::with().queued(5, 0..20_000).start().await;
+    let (ota, config) = (&relay.ota, relay.config());
     within(30, "the drain under way", ota.wait_for(|s| s.confirmed >= 2_000)).await;
-    let backup = dir.path().join("backup.db");
+    let backup = relay.dir().join("backup.db");
     let out = cli(&config, &["backup", backup.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let confirmed_after = ota.read(|s| s.confirmed);
@@ -527,8 +521,7 @@ async fn backup_is_consistent_while_the_daemon_writes() {
     let again = cli(&config, &["backup", backup.to_str().unwrap()]);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon.exit().await.0.success());
+    relay.stop().await;
 }
 
 #[tokio::test]
@@ -613,72 +606,56 @@ async fn quarantine_and_erase_tools() {
 
 #[tokio::test]
 async fn a_running_job_is_never_overlapped_and_shutdown_waits_for_it() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    let config = write_config(
-        dir.path(),
-        &ota.base_url(),
-        "[log]\nlevel = \"debug\"\n[jobs]\nduplicate_filter = \"off\"\nretention = \"off\"\nmaintenance = \"* * * * * *\"\n",
-    );
-    let mut daemon = Daemon::run(&config);
-    daemon.wait_for_log("draining the Booking.com queue").await;
+    let mut relay = TestRelay::with()
+        .config("[jobs]\nduplicate_filter = \"off\"\nretention = \"off\"\nmaintenance = \"* * * * * *\"\n")
+        .start()
+        .await;
+    let path = relay.path();
     // A reader on an old snapshot: the maintenance job's TRUNCATE checkpoint waits for it (SQLite's busy
     // handler), which holds a run in progress for as long as the test likes. The idle drain loop keeps adding
     // WAL frames after the snapshot.
     let reader = db(&path);
     reader.execute_batch("BEGIN; SELECT count(*) FROM messages;").unwrap();
-    let first_stuck = daemon
-        .wait_until("a maintenance run started and not finished", |lines| {
-            let last_started = lines.iter().rposition(|l| l.contains("job started"))?;
-            let finished_after = lines[last_started..].iter().any(|l| l.contains("job finished"));
-            (!finished_after).then_some(last_started)
+    let maintenance = |db: &rusqlite::Connection| -> Option<(i64, Option<i64>, i64)> {
+        db.query_row(
+            "SELECT started_at, finished_at, runs FROM job_runs WHERE job = 'maintenance'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .ok()
+    };
+    relay
+        .wait_for_store("a maintenance run started and not finished", |db| {
+            maintenance(db).is_some_and(|(_, finished, _)| finished.is_none())
         })
         .await;
+    let (held_since, _, runs) = maintenance(&db(&path)).unwrap();
     // Not synchronisation: two more ticks of the every-second schedule pass while the run is held.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    daemon.signal(libc::SIGTERM);
-    daemon.wait_for_log("shutting down").await;
+    assert_eq!(
+        maintenance(&db(&path)),
+        Some((held_since, None, runs)),
+        "no run started while one was held"
+    );
+    relay.signal(libc::SIGTERM);
+    relay.notifications.wait_for_nth("STOPPING=1", 1).await;
+    let stopping_at = now();
     reader.execute_batch("ROLLBACK").unwrap();
-    let (status, stderr) = daemon.exit().await;
+    let (status, stderr) = relay.exit().await;
     assert!(status.success(), "{stderr}");
 
-    let lines: Vec<&str> = stderr.lines().collect();
-    let started: Vec<usize> = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.contains("job started"))
-        .map(|(i, _)| i)
-        .collect();
+    // The held run finished, after the shutdown began: the daemon waited for it.
+    let (started, finished, after) = maintenance(&db(&path)).unwrap();
     assert_eq!(
-        started.last(),
-        Some(&first_stuck),
-        "no run started while one was held:\n{stderr}"
+        (started, after),
+        (held_since, runs + 1),
+        "the held run, and only it, finished"
     );
-    let shutting_down = lines.iter().position(|l| l.contains("shutting down")).unwrap();
-    let finished = lines
-        .iter()
-        .rposition(|l| l.contains("job finished"))
-        .expect("the held run finished");
-    let stopped = lines.iter().position(|l| l.contains("ota-relay stopped")).unwrap();
-    assert!(
-        first_stuck < shutting_down && shutting_down < finished && finished < stopped,
-        "shutdown waited for the run:\n{stderr}"
-    );
-    let (ok, finished_at): (Option<bool>, Option<i64>) = db(&path)
-        .query_row(
-            "SELECT ok, finished_at FROM job_runs WHERE job = 'maintenance'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+    assert!(finished.unwrap() >= stopping_at, "shutdown waited for the run");
+    let ok: Option<bool> = db(&path)
+        .query_row("SELECT ok FROM job_runs WHERE job = 'maintenance'", [], |r| r.get(0))
         .unwrap();
     assert_eq!(ok, Some(true));
-    assert!(finished_at.is_some());
 }
 
 #[tokio::test]

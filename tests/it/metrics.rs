@@ -2,13 +2,10 @@
 //! workers count into the metrics.
 
 use openmetrics_parser::{MetricsExposition, OpenMetricsType, OpenMetricsValue};
-use ota_relay::fake::{
-    Endpoint, FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, Fault, PmsReply, guest_message, poison_message,
-};
-
 use ota_relay::channel::booking::drain::Drainer;
+use ota_relay::fake::{Endpoint, Fault, PmsReply, guest_message, poison_message};
 use ota_relay::forward::OutboxSummary;
-use ota_relay::store::{Access, Store, now_ms};
+use ota_relay::store::now_ms;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -47,36 +44,63 @@ async fn get(url: &str) -> (u16, String, String) {
     (status, content_type, response.text().await.unwrap())
 }
 
-#[tokio::test]
-async fn metrics_parse_as_openmetrics_and_match_what_happened_healthz_follows_status() {
-    let ota = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
+/// A port nothing listens on now (the daemon binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Scrapes `/metrics` until `ready` holds for the parsed exposition; returns it and its text.
+async fn scrape_until(base: &str, what: &str, ready: impl Fn(&Exposition) -> bool) -> (Exposition, String) {
+    within(30, what, async {
+        loop {
+            let (status, _, text) = get(&format!("{base}/metrics")).await;
+            if status == 200
+                && let Ok(m) = openmetrics_parser::openmetrics::parse_openmetrics(&text)
+                && ready(&m)
+            {
+                return (m, text);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     })
     .await
-    .unwrap();
-    let pms = FakePms::start(FakePmsOptions::default()).await.unwrap();
+}
+
+/// The value of a sample, or zero while the family has no such sample yet.
+fn value_or_zero(exposition: &Exposition, family: &str, labels: &[(&str, &str)]) -> f64 {
+    let known = exposition.families.get(family).is_some_and(|f| {
+        f.iter_samples().any(|s| {
+            let set = s.get_labelset().expect("a sample bound to its family");
+            labels.iter().all(|(k, v)| set.get_label_value(k) == Some(*v))
+        })
+    });
+    if known { value(exposition, family, labels) } else { 0.0 }
+}
+
+#[tokio::test]
+async fn metrics_parse_as_openmetrics_and_match_what_happened_healthz_follows_status() {
+    let port = free_port();
+    let mut relay = TestRelay::with()
+        .queued(31, 0..30)
+        .forward("")
+        .config(&format!(
+            "[jobs]\nduplicate_filter = \"* * * * * *\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
+        ))
+        .prepare()
+        .await;
+    let (ota, pms) = (&relay.ota, &relay.pms);
     ota.inject(Endpoint::Latest, Fault::Status(500));
-    ota.enqueue((0..30).map(|i| guest_message(31, i)));
     ota.enqueue_raw((0..2).map(poison_message));
     pms.reply_next(PmsReply::Status(500));
     pms.reply_next(PmsReply::Status(503));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    let extra = format!(
-        "{}[jobs]\nduplicate_filter = \"* * * * * *\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
-        forward_section(&pms, "")
-    );
-    let config = write_config(dir.path(), &ota.base_url(), &extra);
-    let mut daemon = Daemon::run(&config);
-    let line = daemon.wait_for_log("serving /healthz and /metrics").await;
-    let addr = line
-        .split("listen=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the bound address is logged")
-        .to_owned();
-    let base = format!("http://{addr}");
+    relay.run();
+    relay.ready(1).await;
+    let (ota, pms) = (&relay.ota, &relay.pms);
+    let base = format!("http://127.0.0.1:{port}");
 
     within(30, "all delivered", pms.wait_for(|s| s.accepted_count() == 30)).await;
     within(30, "drained", ota.wait_for(|s| s.drained())).await;
@@ -87,10 +111,25 @@ async fn metrics_parse_as_openmetrics_and_match_what_happened_healthz_follows_st
     let refused = guest_message(31, 30);
     pms.always(&format!("booking.com:{}", refused.message_id), 410);
     ota.enqueue([guest_message(31, 0), refused]);
-    daemon.wait_for_log("dead letter").await;
-    // Logged after the confirm's answer was counted: the error poll, then one batch per phase.
-    daemon.wait_for_logs("batch drained", 2).await;
-    daemon.wait_for_log("receipts_compacted=").await;
+    relay
+        .wait_for_store("the dead letter", |db| {
+            db.query_row("SELECT count(*) FROM deliveries WHERE state = 'dead'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap_or(0)
+                == 1
+        })
+        .await;
+    // The second batch's confirm and a duplicate-filter run, counted.
+    let (m, text) = scrape_until(&base, "the second confirm and a job run counted", |m| {
+        value_or_zero(m, "ota_relay_confirms", &[("outcome", "ok")]) == 2.0
+            && value_or_zero(
+                m,
+                "ota_relay_job_runs",
+                &[("job", "duplicate_filter"), ("outcome", "ok")],
+            ) >= 1.0
+    })
+    .await;
 
     let (status, _, body) = get(&format!("{base}/healthz")).await;
     assert_eq!(status, 503, "{body}");
@@ -101,19 +140,18 @@ async fn metrics_parse_as_openmetrics_and_match_what_happened_healthz_follows_st
         "{body}"
     );
 
-    let (status, content_type, text) = get(&format!("{base}/metrics")).await;
+    let (status, content_type, _) = get(&format!("{base}/metrics")).await;
     assert_eq!(status, 200);
     assert!(
         content_type.starts_with("application/openmetrics-text"),
         "{content_type}"
     );
-    let m = openmetrics_parser::openmetrics::parse_openmetrics(&text)
-        .unwrap_or_else(|e| panic!("not valid OpenMetrics text ({e:?}):\n{text}"));
+    assert!(text.ends_with("# EOF\n"), "{text}");
     let (gets, puts, confirmed) = ota.read(|s| (s.gets, s.puts, s.confirmed));
     let pms_requests = pms.read(|s| s.requests);
 
     assert_eq!(value(&m, "ota_relay_messages_stored", &[]), 31.0);
-    assert_eq!(count(&path, "SELECT count(*) FROM messages"), 31);
+    assert_eq!(relay.count("SELECT count(*) FROM messages"), 31);
     assert_eq!(value(&m, "ota_relay_redeliveries", &[]), 1.0);
     assert_eq!(value(&m, "ota_relay_quarantined", &[]), 2.0);
     assert_eq!(value(&m, "ota_relay_batches", &[]), puts as f64);
@@ -143,7 +181,7 @@ async fn metrics_parse_as_openmetrics_and_match_what_happened_healthz_follows_st
         ) >= 1.0
     );
 
-    daemon.stop().await;
+    relay.stop().await;
 }
 
 #[tokio::test]
@@ -166,12 +204,11 @@ async fn a_listen_address_in_use_is_a_clear_startup_error() {
 
 #[tokio::test]
 async fn token_exchanges_are_timed_with_the_other_booking_requests() {
-    let ota = token_fake(FakeOtaOptions::default(), 150).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("relay.db"), Access::Consumer).unwrap();
-    let cx = context(&store, &CancellationToken::new());
+    let relay = TestRelay::with().token_auth().queued(5, 0..150).in_process().await;
+    let ota = &relay.ota;
+    let cx = context(relay.store(), &CancellationToken::new());
     let metrics = cx.metrics.clone();
-    let mut drainer = Drainer::new(&token_settings(&ota), &cx).unwrap();
+    let mut drainer = Drainer::new(&relay.settings().booking, &cx).unwrap();
     drainer.drain_once().await.unwrap();
     drainer.drain_once().await.unwrap();
 

@@ -6,8 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use ota_relay::fake::{Endpoint, FakeOta, FakeOtaOptions, Fault, guest_message, poison_message};
-use ota_relay::store::{Access, Store};
+use ota_relay::fake::{Endpoint, FakeOtaOptions, Fault, guest_message, poison_message};
 use proptest::prelude::*;
 
 use crate::support::*;
@@ -60,21 +59,17 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 async fn run_case(steps: Vec<Step>, redelivery_rate: f64, seed: u64) -> Result<(), TestCaseError> {
-    let fake = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        redelivery_rate,
-        seed,
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    let settings = basic_settings(&fake);
-    let open = || {
-        let store = Store::open(&path, Access::Consumer).unwrap();
-        drainer(&settings, &store)
-    };
+    let relay = TestRelay::with()
+        .ota(|o| FakeOtaOptions {
+            redelivery_rate,
+            seed,
+            ..o
+        })
+        .prepare()
+        .await;
+    let (fake, path) = (&relay.ota, relay.path());
+    // A process: the store opened (with its lock) and a drain loop on it.
+    let open = || relay.drainer_on(&relay.open_store());
     let mut drainer = Some(open());
     let mut enqueued: HashSet<String> = HashSet::new();
     let mut next = 0u64;

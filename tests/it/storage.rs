@@ -3,24 +3,16 @@
 use std::path::Path;
 
 use ota_relay::channel::booking::drain::DrainError;
-use ota_relay::fake::{FakeOta, FakeOtaOptions, commit_as_batch, guest_message};
+use ota_relay::fake::{commit_as_batch, guest_message};
 use ota_relay::store::{Access, Store, StoreError};
 
 use crate::support::*;
 
 #[tokio::test]
 async fn a_full_disk_means_no_confirm_a_clear_error_and_recovery_when_space_returns() {
-    let fake = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    fake.enqueue((0..400).map(|i| guest_message(91, i)));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    let store = Store::open(&path, Access::Consumer).unwrap();
-    let mut drainer = drainer(&basic_settings(&fake), &store.clone());
+    let relay = TestRelay::with().queued(91, 0..400).in_process().await;
+    let (fake, store, path) = (&relay.ota, relay.store(), relay.path());
+    let mut drainer = relay.drainer();
     assert_eq!(drainer.drain_once().await.unwrap().confirmed, 100);
 
     // The file may not grow any further: SQLite answers SQLITE_FULL, exactly as on a full disk.
@@ -109,22 +101,13 @@ fn replace_store(path: &Path) {
 
 #[tokio::test]
 async fn a_store_replaced_underneath_the_daemon_confirms_nothing_more_and_exits_for_a_restart() {
-    let fake = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    fake.enqueue((0..100).map(|i| guest_message(94, i)));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    let config = write_config(dir.path(), &fake.base_url(), "");
-    let daemon = Daemon::run(&config);
-    within(30, "drained", fake.wait_for(|s| s.drained())).await;
+    let mut relay = TestRelay::with().queued(94, 0..100).start().await;
+    let path = relay.path();
+    within(30, "drained", relay.ota.wait_for(|s| s.drained())).await;
 
     // Idle: the next empty poll notices, and the daemon exits 1 for systemd to start it on the new file.
     replace_store(&path);
-    let (status, stderr) = daemon.exit().await;
+    let (status, stderr) = relay.exit().await;
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("ota-relay: store {} was deleted or replaced", path.display())),
@@ -132,24 +115,29 @@ async fn a_store_replaced_underneath_the_daemon_confirms_nothing_more_and_exits_
     );
 
     // Busy: messages arrive just after the swap; none is confirmed into the old file.
-    let daemon = Daemon::run(&config);
-    fake.enqueue((100..105).map(|i| guest_message(94, i)));
-    within(30, "drained into the restored file", fake.wait_for(|s| s.drained())).await;
-    let puts = fake.read(|s| s.puts);
+    relay.run();
+    relay.enqueue(94, 100..105);
+    within(
+        30,
+        "drained into the restored file",
+        relay.ota.wait_for(|s| s.drained()),
+    )
+    .await;
+    let puts = relay.ota.read(|s| s.puts);
     replace_store(&path);
-    fake.enqueue((105..110).map(|i| guest_message(94, i)));
-    let (status, stderr) = daemon.exit().await;
+    relay.enqueue(94, 105..110);
+    let (status, stderr) = relay.exit().await;
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(
-        fake.read(|s| (s.puts, s.queue_len())),
+        relay.ota.read(|s| (s.puts, s.queue_len())),
         (puts, 5),
         "nothing confirmed after the swap"
     );
 
-    let daemon = Daemon::run(&config);
-    within(30, "drained after the restart", fake.wait_for(|s| s.drained())).await;
-    daemon.stop().await;
-    assert_eq!(count(&path, "SELECT count(*) FROM messages"), 110);
+    relay.run();
+    within(30, "drained after the restart", relay.ota.wait_for(|s| s.drained())).await;
+    relay.stop().await;
+    assert_eq!(relay.count("SELECT count(*) FROM messages"), 110);
 }
 
 async fn start_refused(config: &Path, envs: &[(&str, &str)]) -> (Option<i32>, String) {
@@ -159,32 +147,24 @@ async fn start_refused(config: &Path, envs: &[(&str, &str)]) -> (Option<i32>, St
     (status.code(), stderr)
 }
 
-/// A store that exists and holds messages, drained by the real binary.
-async fn populated_store(dir: &Path) -> (FakeOta, std::path::PathBuf) {
-    let fake = FakeOta::start(FakeOtaOptions {
-        auth: basic_fake_auth(),
-        ..FakeOtaOptions::default()
-    })
-    .await
-    .unwrap();
-    fake.enqueue((0..300).map(|i| guest_message(93, i)));
-    let config = write_config(dir, &fake.base_url(), "");
-    let daemon = Daemon::run(&config);
-    within(30, "drained", fake.wait_for(|s| s.drained())).await;
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon.exit().await.0.success());
+/// A store that exists and holds messages, drained by the real binary, which is stopped.
+async fn populated_store() -> TestRelay {
+    let mut relay = TestRelay::with().queued(93, 0..300).start().await;
+    within(30, "drained", relay.ota.wait_for(|s| s.drained())).await;
+    relay.stop().await;
     // Fold the WAL into the main file so that the file alone is the store.
-    db(&dir.join("relay.db"))
+    relay
+        .db()
         .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .unwrap();
-    (fake, config)
+    relay
 }
 
 #[tokio::test]
 async fn a_read_only_store_is_a_clear_startup_error_even_for_root() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_fake, config) = populated_store(dir.path()).await;
-    let store_dir = dir.path().to_str().unwrap();
+    let relay = populated_store().await;
+    let config = relay.config();
+    let store_dir = relay.dir().to_str().unwrap();
 
     // 1. The store's directory on a read-only mount (a private mount namespace: nothing leaks out of the test).
     let script = format!(
@@ -204,7 +184,7 @@ async fn a_read_only_store_is_a_clear_startup_error_even_for_root() {
     }
 
     // 2. The store file itself immutable (chattr +i stops root too).
-    let file = dir.path().join("relay.db");
+    let file = relay.path();
     if std::process::Command::new("chattr")
         .arg("+i")
         .arg(&file)
@@ -222,9 +202,9 @@ async fn a_read_only_store_is_a_clear_startup_error_even_for_root() {
 
 #[tokio::test]
 async fn a_store_locked_by_another_program_is_a_clear_startup_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_fake, config) = populated_store(dir.path()).await;
-    let holder = db(&dir.path().join("relay.db"));
+    let relay = populated_store().await;
+    let config = relay.config();
+    let holder = relay.db();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
     let (code, stderr) = start_refused(&config, &[]).await;
     holder.execute_batch("ROLLBACK").unwrap();
@@ -234,9 +214,8 @@ async fn a_store_locked_by_another_program_is_a_clear_startup_error() {
 
 #[tokio::test]
 async fn a_damaged_store_is_refused_with_instructions_and_left_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_fake, config) = populated_store(dir.path()).await;
-    let path = dir.path().join("relay.db");
+    let relay = populated_store().await;
+    let (config, path) = (relay.config(), relay.path());
     // Overwrite a stretch of b-tree pages in the middle of the file.
     let mut bytes = std::fs::read(&path).unwrap();
     assert!(bytes.len() > 64 * 1024, "a store with some pages");
@@ -259,7 +238,7 @@ async fn a_damaged_store_is_refused_with_instructions_and_left_untouched() {
         b"this is not an SQLite database, it is a text file that is long enough",
     )
     .unwrap();
-    let _ = std::fs::remove_file(dir.path().join("relay.db-wal"));
+    let _ = std::fs::remove_file(relay.dir().join("relay.db-wal"));
     let (code, stderr) = start_refused(&config, &[]).await;
     assert_eq!(code, Some(65), "{stderr}");
     assert!(stderr.contains("is damaged"), "{stderr}");

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ota_relay::channel::booking::drain::Drainer;
-use ota_relay::config::{BookingAuth, BookingSettings, Secret};
+use ota_relay::config::BookingSettings;
 use ota_relay::daemon::Context;
 use ota_relay::fake::{
     FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, SampleMessage, commit_as_batch, guest_message,
@@ -42,37 +42,9 @@ pub async fn within<T>(seconds: u64, what: &str, future: impl std::future::Futur
     }
 }
 
-pub fn basic_settings(fake: &FakeOta) -> BookingSettings {
-    let auth = BookingAuth::Basic {
-        username: "relay".into(),
-        password: Secret::inline(PASSWORD),
-    };
-    let mut settings = BookingSettings::new(fake.base_url().parse().unwrap(), auth);
-    settings.poll_interval = Duration::from_millis(100);
-    settings.request_timeout = Duration::from_secs(1);
-    settings.backoff_initial = Duration::from_millis(10);
-    settings.backoff_max = Duration::from_millis(100);
-    settings
-}
-
-pub fn token_settings(fake: &FakeOta) -> BookingSettings {
-    let mut settings = basic_settings(fake);
-    settings.auth = BookingAuth::Token {
-        client_id: "relay-client".into(),
-        client_secret: Secret::inline(CLIENT_SECRET),
-        token_url: fake.token_url().parse().unwrap(),
-    };
-    settings
-}
-
 /// A daemon's context on `store` (fresh metrics and wake-ups), cancelled by `cancel`.
 pub fn context(store: &Store, cancel: &CancellationToken) -> Context {
     Context::new(store.clone(), cancel.clone()).0
-}
-
-/// A drain loop on `store`, as the daemon builds it.
-pub fn drainer(settings: &BookingSettings, store: &Store) -> Drainer {
-    Drainer::new(settings, &context(store, &CancellationToken::new())).unwrap()
 }
 
 pub fn basic_fake_auth() -> ota_relay::fake::FakeAuth {
@@ -87,18 +59,6 @@ pub fn token_fake_auth() -> ota_relay::fake::FakeAuth {
         client_id: "relay-client".into(),
         client_secret: CLIENT_SECRET.into(),
     }
-}
-
-/// A fake queue that wants token authentication, holding `messages` guest messages.
-pub async fn token_fake(options: FakeOtaOptions, messages: u64) -> FakeOta {
-    let fake = FakeOta::start(FakeOtaOptions {
-        auth: token_fake_auth(),
-        ..options
-    })
-    .await
-    .unwrap();
-    fake.enqueue((0..messages).map(|i| guest_message(5, i)));
-    fake
 }
 
 pub fn db(path: &Path) -> rusqlite::Connection {
@@ -118,20 +78,32 @@ pub fn stored_ids(path: &Path) -> Vec<String> {
 
 /// A configuration file for the real binary, draining `base_url` with Basic auth into `dir/relay.db`.
 pub fn write_config(dir: &Path, base_url: &str, extra: &str) -> PathBuf {
+    let basic = format!("username = \"relay\"\npassword = \"{PASSWORD}\"");
+    write_config_with(dir, base_url, &basic, extra)
+}
+
+/// [`write_config`] with other keys in `[booking]` (the credentials, and any of the quick defaults overridden).
+pub fn write_config_with(dir: &Path, base_url: &str, booking: &str, extra: &str) -> PathBuf {
     let path = dir.join("ota-relay.toml");
+    let quick = [
+        ("poll_interval", "100ms"),
+        ("request_timeout", "1s"),
+        ("backoff_initial", "10ms"),
+        ("backoff_max", "200ms"),
+    ];
+    let defaults: String = quick
+        .iter()
+        .filter(|(key, _)| !booking.lines().any(|l| l.starts_with(&format!("{key} ="))))
+        .map(|(key, value)| format!("{key} = \"{value}\"\n"))
+        .collect();
     let text = format!(
         r#"[store]
 path = "{store}"
 
 [booking]
 base_url = "{base_url}"
-username = "relay"
-password = "{PASSWORD}"
-poll_interval = "100ms"
-request_timeout = "1s"
-backoff_initial = "10ms"
-backoff_max = "200ms"
-{extra}
+{booking}
+{defaults}{extra}
 "#,
         store = dir.join("relay.db").display()
     );
@@ -382,6 +354,7 @@ pub struct Setup {
     booking: String,
     sections: String,
     envs: Vec<(String, String)>,
+    token: bool,
 }
 
 impl Setup {
@@ -412,6 +385,13 @@ impl Setup {
     /// Forward to the fake PMS (quick retries); `keys` adds or overrides `[forward]` keys.
     pub fn forward(mut self, keys: &str) -> Setup {
         self.forward = Some(keys.to_owned());
+        self
+    }
+
+    /// Token authentication (client id and secret exchanged at the fake's token endpoint).
+    pub fn token_auth(mut self) -> Setup {
+        self.ota.auth = token_fake_auth();
+        self.token = true;
         self
     }
 
@@ -452,9 +432,11 @@ impl Setup {
             booking: self.booking,
             sections: self.sections,
             envs: self.envs,
+            token: self.token,
             queued: self.queued,
             stored: self.stored,
             daemon: None,
+            store: None,
             dir,
         };
         relay.write_config("");
@@ -465,6 +447,13 @@ impl Setup {
                 .await
                 .unwrap();
         }
+        relay
+    }
+
+    /// [`Self::prepare`], with the store opened in this process, for tests that drive the workers themselves.
+    pub async fn in_process(self) -> TestRelay {
+        let mut relay = self.prepare().await;
+        relay.store = Some(relay.open_store());
         relay
     }
 
@@ -487,9 +476,11 @@ pub struct TestRelay {
     booking: String,
     sections: String,
     envs: Vec<(String, String)>,
+    token: bool,
     queued: Vec<SampleMessage>,
     stored: Vec<SampleMessage>,
     daemon: Option<Daemon>,
+    store: Option<Store>,
     dir: tempfile::TempDir,
 }
 
@@ -508,6 +499,7 @@ impl TestRelay {
             booking: String::new(),
             sections: String::new(),
             envs: Vec::new(),
+            token: false,
         }
     }
 
@@ -545,8 +537,17 @@ impl TestRelay {
             .as_deref()
             .map(|keys| forward_section(&self.pms, keys))
             .unwrap_or_default();
-        let booking = format!("{}{forward}{sections}", self.booking);
-        write_config(self.dir.path(), &self.ota.base_url(), &booking);
+        let extra = format!("{forward}{sections}");
+        let credentials = if self.token {
+            format!(
+                "auth = \"token\"\nclient_id = \"relay-client\"\nclient_secret = \"{CLIENT_SECRET}\"\ntoken_url = \"{}\"",
+                self.ota.token_url()
+            )
+        } else {
+            format!("username = \"relay\"\npassword = \"{PASSWORD}\"")
+        };
+        let booking = format!("{credentials}\n{}", self.booking);
+        write_config_with(self.dir.path(), &self.ota.base_url(), &booking, &extra);
     }
 
     /// The configuration as the daemon reads it (secrets resolved from the file).
@@ -688,15 +689,35 @@ impl TestRelay {
         assert!(violations.is_empty(), "protocol violations: {violations:?}");
     }
 
-    /// A drain loop on the relay's store and configuration, in this process.
-    pub fn drainer(&self, store: &Store, cancel: &CancellationToken) -> Drainer {
-        Drainer::new(&self.settings().booking, &context(store, cancel)).unwrap()
+    /// The store opened in this process by [`Setup::in_process`].
+    pub fn store(&self) -> &Store {
+        self.store.as_ref().expect("a relay started in_process")
+    }
+
+    /// A drain loop on the in-process store and the relay's configuration, stopped by `cancel`.
+    pub fn drainer_until(&self, cancel: &CancellationToken) -> Drainer {
+        self.drainer_with(&self.settings().booking, cancel)
+    }
+
+    /// A drain loop on the in-process store with other Booking.com settings.
+    pub fn drainer_with(&self, settings: &BookingSettings, cancel: &CancellationToken) -> Drainer {
+        Drainer::new(settings, &context(self.store(), cancel)).unwrap()
+    }
+
+    /// A drain loop on `store` (opened by the test, e.g. again after a simulated restart).
+    pub fn drainer_on(&self, store: &Store) -> Drainer {
+        Drainer::new(&self.settings().booking, &context(store, &CancellationToken::new())).unwrap()
+    }
+
+    /// A drain loop on the in-process store, as the daemon builds it.
+    pub fn drainer(&self) -> Drainer {
+        self.drainer_until(&CancellationToken::new())
     }
 
     /// Runs the real drain loop in this process until the fake's queue is empty.
-    pub async fn drain_all(&self, store: &Store) {
+    pub async fn drain_all(&self) {
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(self.drainer(store, &cancel).run());
+        let task = tokio::spawn(self.drainer_until(&cancel).run());
         within(60, "the fake queue to be drained", self.ota.wait_for(|s| s.drained())).await;
         cancel.cancel();
         within(10, "the drain loop to stop", task).await.unwrap();
