@@ -200,17 +200,7 @@ async fn sighup_applies_a_valid_file_live_and_keeps_the_old_one_when_invalid() {
         5,
         "the old URL gets nothing more"
     );
-    relay
-        .wait_for_store("the duplicate filter's first run", |db| {
-            db.query_row(
-                "SELECT count(*) FROM job_runs WHERE job = 'duplicate_filter' AND ok",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap_or(0)
-                > 0
-        })
-        .await;
+    relay.wait_for_job_run("duplicate_filter").await;
     // The new level applies to the log itself: debug lines appear (the idle poll logs "queue empty" at debug).
     relay.daemon().wait_for_log("queue empty").await;
 

@@ -333,17 +333,7 @@ async fn the_daemon_runs_scheduled_jobs_and_status_shows_them() {
         .await;
     let (dir, config) = (relay.dir().to_owned(), relay.config());
     within(30, "drained", relay.ota.wait_for(|s| s.drained())).await;
-    relay
-        .wait_for_store("a duplicate-filter run", |db| {
-            db.query_row(
-                "SELECT count(*) FROM job_runs WHERE job = 'duplicate_filter' AND ok",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap_or(0)
-                > 0
-        })
-        .await;
+    relay.wait_for_job_run("duplicate_filter").await;
 
     let out = cli(&config, &["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -653,6 +653,18 @@ impl TestRelay {
         .await
     }
 
+    /// Waits until the store records a successful run of `job`.
+    pub async fn wait_for_job_run(&self, job: &str) {
+        self.wait_for_store(&format!("a {job} run"), |db| {
+            db.query_row("SELECT count(*) FROM job_runs WHERE job = ?1 AND ok", [job], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap_or(0)
+                > 0
+        })
+        .await
+    }
+
     /// An operator command on the configuration, run to completion.
     pub async fn command(&self, args: &[&str]) -> std::process::Output {
         command(&self.config(), args).await

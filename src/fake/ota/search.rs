@@ -9,7 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::NaiveDateTime;
 
-use super::{Endpoint, Shared, authorize, json_response};
+use super::handlers::{authorize, json_response};
+use super::{Endpoint, Shared};
 
 /// A message the search can find.
 #[derive(Debug, Clone)]
