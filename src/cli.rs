@@ -259,9 +259,11 @@ pub fn main() -> ExitCode {
         Command::RetryNow => tool(&cli.config, |store| Ok(crate::ops::dead_letters::retry_now(store)?)),
         Command::Backup { file } => tool(&cli.config, |store| crate::ops::tools::backup(store, &file)),
         Command::Quarantine(command) => tool(&cli.config, |store| match command {
-            QuarantineCommand::List { json } => crate::ops::tools::quarantine_list(store, json),
+            QuarantineCommand::List { json } => crate::ops::tools::quarantine_list(store, json).map(String::into_bytes),
             QuarantineCommand::Show { id } => crate::ops::tools::quarantine_show(store, id),
-            QuarantineCommand::Purge(args) => crate::ops::tools::quarantine_purge(store, args.id.filter(|_| !args.all)),
+            QuarantineCommand::Purge(args) => {
+                crate::ops::tools::quarantine_purge(store, args.id.filter(|_| !args.all)).map(String::into_bytes)
+            }
         }),
         Command::Erase(args) => tool(&cli.config, |store| {
             let which = match (&args.message_id, &args.conversation_id) {
@@ -291,14 +293,18 @@ pub fn main() -> ExitCode {
 
 /// An operator command on the configured store: its report on stdout, or its error on stderr (exit 1; 65 for an
 /// unusable store).
-fn tool(config_path: &std::path::Path, f: impl FnOnce(&std::path::Path) -> Result<String, ToolError>) -> ExitCode {
+fn tool<T: Into<Vec<u8>>>(
+    config_path: &std::path::Path,
+    f: impl FnOnce(&std::path::Path) -> Result<T, ToolError>,
+) -> ExitCode {
     let settings = match config::load_for_tools(config_path) {
         Ok(settings) => settings,
         Err(e) => return config_failed(&e),
     };
     match f(&settings.store.path) {
         Ok(out) => {
-            print!("{out}");
+            use std::io::Write as _;
+            let _ = std::io::stdout().write_all(&out.into());
             ExitCode::SUCCESS
         }
         Err(e) => {

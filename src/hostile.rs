@@ -19,12 +19,19 @@ pub fn check_latest_answer(data: &[u8]) {
                         assert!(!m.message_id.trim().is_empty(), "a message without an id was accepted");
                         let raw: Result<serde::de::IgnoredAny, _> = serde_json::from_str(&m.raw);
                         assert!(raw.is_ok(), "raw is not the JSON it was parsed from");
+                        // The exact bytes are kept: in raw itself, or beside its repair.
+                        let exact = m.raw_exact.as_deref().unwrap_or(m.raw.as_bytes());
+                        assert!(m.raw_exact.is_none() || m.raw_exact.as_deref() != Some(m.raw.as_bytes()));
+                        assert!(data.windows(exact.len()).any(|w| w == exact), "raw was re-serialised");
+                    }
+                    Element::Poison(p) => {
+                        assert!(!p.reason.is_empty(), "a quarantine reason is empty");
+                        let exact = p.raw_exact.as_deref().unwrap_or(p.raw.as_bytes());
                         assert!(
-                            data.windows(m.raw.len()).any(|w| w == m.raw.as_bytes()),
-                            "raw was re-serialised"
+                            data.windows(exact.len()).any(|w| w == exact),
+                            "poison was not kept exactly"
                         );
                     }
-                    Element::Poison(p) => assert!(!p.reason.is_empty(), "a quarantine reason is empty"),
                 }
             }
         }

@@ -41,8 +41,12 @@ impl JobKind {
 
 /// A cron pattern that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct ScheduleError(#[from] croner::errors::CronError);
+pub enum ScheduleError {
+    #[error(transparent)]
+    Pattern(#[from] croner::errors::CronError),
+    #[error("it never fires (no date matches it)")]
+    NeverFires,
+}
 
 /// Parses a cron pattern with a seconds field ("sec min hour day-of-month month day-of-week").
 pub fn parse_schedule(pattern: &str) -> Result<croner::Cron, ScheduleError> {
@@ -120,12 +124,18 @@ pub async fn run_schedule(
         store, metrics, cancel, ..
     } = cx;
     tracing::info!(job = kind.name(), schedule = %schedule.pattern, timezone = timezone.name(), "job scheduled");
+    mark_scheduled(&store, kind).await;
     loop {
         let now = Utc::now().with_timezone(&timezone);
         let mut next = match schedule.cron.find_next_occurrence(&now, false) {
             Ok(next) => next.with_timezone(&Utc),
             Err(e) => {
                 tracing::error!(job = kind.name(), error = %e, "the schedule has no next occurrence; job stopped");
+                // Recorded, so that status and /healthz say so until the schedule is fixed.
+                let reason = format!("the schedule {:?} has no next occurrence: {e}", schedule.pattern);
+                let _ = store
+                    .call(move |conn| Ok(job_runs::stopped(conn, kind.name(), now_ms(), &reason)?))
+                    .await;
                 return;
             }
         };
@@ -147,6 +157,16 @@ pub async fn run_schedule(
         // Errors are logged and recorded by run_once; the next occurrence is tried regardless.
         let ok = run_once(&store, kind, retention).await.is_ok();
         metrics.job_run(kind.name(), ok, now_ms());
+    }
+}
+
+/// A job (re)scheduled, or turned off, is not stopped.
+pub async fn mark_scheduled(store: &Store, kind: JobKind) {
+    if let Err(e) = store
+        .call(move |conn| Ok(job_runs::scheduled(conn, kind.name())?))
+        .await
+    {
+        tracing::warn!(job = kind.name(), error = %e, "cannot record the job's schedule in the store");
     }
 }
 

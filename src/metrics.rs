@@ -65,6 +65,7 @@ struct Instruments {
     pending: Gauge,
     oldest_pending_age: Gauge,
     dead_letters: Gauge,
+    pms_failing: Gauge,
     requests: Family<RequestLabels, Histogram, LatencyBuckets>,
     job_runs: Family<JobLabels, Counter>,
     job_last_success: Family<JobLabel, Gauge>,
@@ -95,6 +96,7 @@ impl Metrics {
             pending: Gauge::default(),
             oldest_pending_age: Gauge::default(),
             dead_letters: Gauge::default(),
+            pms_failing: Gauge::default(),
             requests: Family::new_with_constructor(LatencyBuckets),
             job_runs: Family::default(),
             job_last_success: Family::default(),
@@ -148,6 +150,11 @@ impl Metrics {
             i.dead_letters.clone(),
         );
         r.register(
+            "pms_failing",
+            "1 while the PMS webhook counts as failing (one probe at a time), else 0",
+            i.pms_failing.clone(),
+        );
+        r.register(
             "request_duration_seconds",
             "Outbound HTTP request latency, by peer and operation",
             i.requests.clone(),
@@ -191,6 +198,10 @@ impl Metrics {
             .requests
             .get_or_create(&RequestLabels { peer, operation })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn pms_failing(&self, failing: bool) {
+        self.0.pms_failing.set(i64::from(failing));
     }
 
     pub fn job_run(&self, job: &'static str, ok: bool, finished_at: Millis) {

@@ -64,10 +64,15 @@ impl PartialEq for Schedule {
 }
 
 impl Schedule {
+    /// A pattern that parses and fires: one that never does (the 31st of February) would leave its job, and the
+    /// retention of personal data with it, silently undone.
     pub fn parse(pattern: &str) -> Result<Schedule, crate::jobs::ScheduleError> {
+        let cron = crate::jobs::parse_schedule(pattern)?;
+        cron.find_next_occurrence(&chrono::Utc::now(), false)
+            .map_err(|_| crate::jobs::ScheduleError::NeverFires)?;
         Ok(Schedule {
             pattern: pattern.to_owned(),
-            cron: crate::jobs::parse_schedule(pattern)?,
+            cron,
         })
     }
 }

@@ -39,11 +39,16 @@ pub enum Fatal {
 impl Context {
     /// A context with fresh metrics and wake-ups; the receiver gets the fatal failures.
     pub fn new(store: Store, cancel: CancellationToken) -> (Context, mpsc::UnboundedReceiver<Fatal>) {
+        Context::with_wake(store, cancel, Wake::default())
+    }
+
+    /// A context with wake-ups made before it (the signal handlers hold them from the start).
+    pub fn with_wake(store: Store, cancel: CancellationToken, wake: Wake) -> (Context, mpsc::UnboundedReceiver<Fatal>) {
         let (fatal, reports) = mpsc::unbounded_channel();
         let cx = Context {
             store,
             metrics: Metrics::new(),
-            wake: Wake::default(),
+            wake,
             fatal,
             cancel,
         };

@@ -33,15 +33,24 @@ pub async fn run(settings: Settings, log: crate::telemetry::LogHandle) -> anyhow
     for warning in &settings.warnings {
         tracing::warn!("configuration: {warning}");
     }
+    // The handlers exist before the pid is published (in the store's lock file) and before the store is checked
+    // (a second per million messages): a signal in that window is handled, never the default action that would
+    // kill the daemon (and, for SIGHUP, count as a clean exit under systemd).
+    let (cancel, wake) = (CancellationToken::new(), Wake::default());
+    let (hup, requests) = mpsc::unbounded_channel();
+    let signals = signals::listen_for_signals(cancel.clone(), wake.operator.clone(), hup)?;
     let store = open_store(settings.store.path.clone()).await?;
+    if cancel.is_cancelled() {
+        tracing::info!("shutdown requested while the store was opened; stopping before any worker starts");
+        signals.close();
+        return Ok(());
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         store = %store.path().display(),
         "ota-relay started"
     );
-    let (cx, fatal) = Context::new(store, CancellationToken::new());
-    let (hup, requests) = mpsc::unbounded_channel();
-    let signals = signals::listen_for_signals(cx.cancel.clone(), cx.wake.operator.clone(), hup)?;
+    let (cx, fatal) = Context::with_wake(store, cancel, wake);
     let result = serve(&settings, cx, fatal, Some(Reloads { requests, log })).await;
     signals.close();
     tracing::info!("ota-relay stopped");
@@ -173,11 +182,13 @@ async fn start_ops_listener(settings: &Settings, cx: &Context) -> anyhow::Result
         cx.metrics.clone(),
         crate::ops::status::Thresholds::default().fitted_to(&settings.booking),
     );
+    let limits = crate::web::Limits::default();
     Ok(Some(tokio::spawn(crate::web::serve(
         listener,
         router,
         cx.cancel.clone(),
         "ops",
+        limits,
     ))))
 }
 

@@ -79,7 +79,11 @@ fn spawn_jobs(tracker: &TaskTracker, settings: &Settings, cx: &Context) {
                     settings.retention,
                 ));
             }
-            None => tracing::info!(job = kind.name(), "job is off"),
+            None => {
+                tracing::info!(job = kind.name(), "job is off");
+                let store = cx.store.clone();
+                tracker.spawn(async move { crate::jobs::mark_scheduled(&store, kind).await });
+            }
         }
     }
 }

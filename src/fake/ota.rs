@@ -131,7 +131,8 @@ const RANDOM_CONFIRM_FAULTS: &[Fault] = &[
 #[derive(Debug, Clone)]
 struct Queued {
     id: String,
-    json: Arc<str>,
+    /// The element's bytes as served (not always valid JSON: the fake serves hostile bytes too).
+    json: Arc<[u8]>,
     redelivered: bool,
 }
 
@@ -158,6 +159,7 @@ pub struct OtaState {
     pub first_request: Option<Instant>,
     last_served: Option<usize>,
     tokens: HashMap<String, u32>,
+    expired_tokens: std::collections::HashSet<String>,
     revoked: bool,
     scripted: VecDeque<(Endpoint, Fault)>,
     holds: Vec<Hold>,
@@ -317,7 +319,7 @@ impl FakeOta {
                 s.archive.push(Archived::from_json(m.message_id.clone(), json.clone()));
                 s.queue.push_back(Queued {
                     id: m.message_id,
-                    json,
+                    json: Arc::from(json.as_bytes()),
                     redelivered: false,
                 });
             }
@@ -341,15 +343,28 @@ impl FakeOta {
 
     /// Enqueues elements that are not valid messages (they carry no usable id).
     pub fn enqueue_raw(&self, elements: impl IntoIterator<Item = String>) {
+        self.enqueue_bytes(elements.into_iter().map(String::into_bytes));
+    }
+
+    /// Enqueues elements served byte for byte, valid JSON or not (Latin-1 text, raw control characters).
+    pub fn enqueue_bytes(&self, elements: impl IntoIterator<Item = Vec<u8>>) {
         self.shared.mutate(|s| {
-            for (i, json) in elements.into_iter().enumerate() {
+            for (i, bytes) in elements.into_iter().enumerate() {
                 s.enqueued += 1;
                 s.queue.push_back(Queued {
                     id: format!("(raw {i})"),
-                    json: json.into(),
+                    json: bytes.into(),
                     redelivered: false,
                 });
             }
+        });
+    }
+
+    /// Every token issued so far is refused from now on (401), as once its lifetime has passed.
+    pub fn expire_tokens(&self) {
+        self.shared.mutate(|s| {
+            let issued: Vec<String> = s.tokens.keys().cloned().collect();
+            s.expired_tokens.extend(issued);
         });
     }
 

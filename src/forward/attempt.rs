@@ -25,6 +25,8 @@ pub struct Attempted {
     pub result: AttemptResult,
     /// Request latency (zero when no request was sent).
     pub took: Duration,
+    /// Sent as a probe, while the PMS counted as failing.
+    pub probe: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -38,9 +40,26 @@ impl AttemptResult {
         matches!(self, AttemptResult::Status { code: 200..=299, .. })
     }
 
-    /// 410 Gone is the PMS refusing this message for good; it says nothing about the PMS's health.
+    /// 410 Gone is the PMS refusing this message for good.
     pub(super) fn is_gone(&self) -> bool {
         matches!(self, AttemptResult::Status { code: 410, .. })
+    }
+
+    /// The PMS answered about this one message (gone, bad request, too large, unprocessable, headers too large):
+    /// it is up and judging messages, so this is the message's failure, not the PMS's ill health.
+    pub(super) fn is_about_the_message(&self) -> bool {
+        matches!(
+            self,
+            AttemptResult::Status {
+                code: 400 | 410 | 413 | 422 | 431,
+                ..
+            }
+        )
+    }
+
+    /// The PMS took the message, or answered about it: it is up.
+    pub fn pms_is_up(&self) -> bool {
+        self.is_success() || self.is_about_the_message()
     }
 }
 
@@ -66,16 +85,18 @@ pub fn decide(policy: &RetryPolicy, attempted: &Attempted, jitter: f64) -> Outco
         AttemptResult::Status { code, retry_after } => (Some(*code), None, *retry_after),
         AttemptResult::Failed { error } => (None, Some(error.clone()), None),
     };
+    // Retry-After is honoured on 429 and 503, where it means "not before".
+    let told = retry_after.filter(|_| matches!(status, Some(429 | 503)));
+    let mut not_before = None;
     let decision = if attempted.result.is_success() {
         Decision::Delivered
     } else if attempted.result.is_gone() || attempted.at.since(first) >= policy.give_up_after {
         Decision::Dead
     } else {
         let mut delay = retry_delay(policy, attempts, jitter);
-        if matches!(status, Some(429 | 503))
-            && let Some(told) = retry_after
-        {
+        if let Some(told) = told {
             delay = delay.max(told);
+            not_before = Some(attempted.at.after(told));
         }
         Decision::Retry {
             next_attempt_at: attempted.at.after(delay),
@@ -93,11 +114,18 @@ pub fn decide(policy: &RetryPolicy, attempted: &Attempted, jitter: f64) -> Outco
         status,
         error,
         decision,
+        not_before,
     }
 }
 
 /// One signed POST of one delivery.
-pub async fn attempt(client: reqwest::Client, url: Url, signer: Arc<Signer>, due: DueDelivery) -> Attempted {
+pub async fn attempt(
+    client: reqwest::Client,
+    url: Url,
+    signer: Arc<Signer>,
+    due: DueDelivery,
+    probe: bool,
+) -> Attempted {
     let at = now_ms();
     let started = Instant::now();
     let mut took = Duration::ZERO;
@@ -134,5 +162,11 @@ pub async fn attempt(client: reqwest::Client, url: Url, signer: Arc<Signer>, due
             }
         }
     };
-    Attempted { due, at, result, took }
+    Attempted {
+        due,
+        at,
+        result,
+        took,
+        probe,
+    }
 }

@@ -2,7 +2,7 @@
 //! contract, one attempt and its decisions, the PMS's health, and the delivery worker.
 
 pub mod attempt;
-mod health;
+pub mod health;
 pub mod outbox;
 pub mod payload;
 pub mod signing;

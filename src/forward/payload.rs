@@ -28,6 +28,8 @@ struct Data<'a> {
     sent_at: Option<&'a str>,
     received_at: String,
     raw: Option<&'a RawValue>,
+    /// The exact bytes received, base64, when they were not valid JSON and `raw` is their repair.
+    raw_exact_base64: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -73,6 +75,10 @@ pub fn render(stored: &StoredMessage, attempt: Millis) -> Result<Vec<u8>, serde_
             sent_at: m.sent_at.as_deref(),
             received_at: stored.first_seen_at.rfc3339(),
             raw,
+            raw_exact_base64: m.raw_exact.as_ref().map(|bytes| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            }),
         },
     };
     serde_json::to_vec(&payload)

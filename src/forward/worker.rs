@@ -204,7 +204,9 @@ impl Forwarder {
         {
             let Some(due) = self.ready.pop_front() else { break };
             let (client, url, signer) = (self.client.clone(), self.url.clone(), self.signer.clone());
-            self.attempts.spawn(due.message.seq, attempt(client, url, signer, due));
+            let probe = self.health.failing();
+            self.attempts
+                .spawn(due.message.seq, attempt(client, url, signer, due, probe));
         }
         recorded
     }
@@ -330,7 +332,9 @@ impl Forwarder {
         };
         let mut recovered = false;
         for (a, o) in attempted.iter().zip(outcomes) {
-            recovered |= self.health.record(&a.result, &self.retry);
+            recovered |= self
+                .health
+                .record(&a.result, a.probe, &self.retry, Instant::now(), fastrand::f64());
             if !a.took.is_zero() {
                 self.metrics.request("pms", "deliver", a.took);
             }
@@ -369,6 +373,7 @@ impl Forwarder {
             }
         }
         self.delivered_since_summary += report.delivered as u64;
+        self.metrics.pms_failing(self.health.failing());
         if recovered {
             // The retries scheduled during the outage waited for the PMS, not for their messages.
             match self.outbox.due_after_outage(now_ms()).await {

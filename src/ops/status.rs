@@ -67,6 +67,8 @@ pub struct Deliveries {
     pub pending: i64,
     pub oldest_pending_age_s: Option<i64>,
     pub delivered: i64,
+    /// Erased on request before they were delivered: closed, never sent, not dead letters.
+    pub erased: i64,
     pub dead_letters: i64,
 }
 
@@ -77,6 +79,7 @@ pub fn read(store_path: &Path, thresholds: Thresholds) -> Result<Status, StoreEr
     let source = source_state::read(&conn)?;
     let outbox = deliveries::summary(&conn)?;
     let (messages_stored, tombstones) = messages::counts(&conn)?;
+    let (delivered, erased) = deliveries::count_done(&conn)?;
     let mut status = Status {
         store: store_path.display().to_string(),
         health: "healthy",
@@ -89,13 +92,16 @@ pub fn read(store_path: &Path, thresholds: Thresholds) -> Result<Status, StoreEr
         deliveries: Deliveries {
             pending: outbox.pending,
             oldest_pending_age_s: outbox.oldest_pending_age_s(now),
-            delivered: deliveries::count_delivered(&conn)?,
+            delivered,
+            erased,
             dead_letters: outbox.dead,
         },
         jobs: job_runs::all(&conn)?,
         source: source.as_ref().map(|(s, _)| s.clone()),
     };
     status.problems = problems(now, thresholds, &outbox, &source);
+    status.problems.extend(job_problems(&status.jobs));
+    status.problems.extend(disk_problem(store_path));
     if !status.problems.is_empty() {
         status.health = "degraded";
     }
@@ -108,7 +114,10 @@ pub fn problems_now(store_path: &Path, thresholds: Thresholds) -> Result<Vec<Str
     let conn = store::open_for_tools(store_path)?;
     let source = source_state::read(&conn)?;
     let outbox = deliveries::summary(&conn)?;
-    Ok(problems(store::now_ms(), thresholds, &outbox, &source))
+    let mut found = problems(store::now_ms(), thresholds, &outbox, &source);
+    found.extend(job_problems(&job_runs::all(&conn)?));
+    found.extend(disk_problem(store_path));
+    Ok(found)
 }
 
 fn problems(
@@ -142,14 +151,19 @@ fn problems(
     {
         let failing_s = now.since(since).as_secs() as i64;
         let error = s.last_error.as_deref().unwrap_or("");
-        let parse =
-            error.starts_with("answer is not valid JSON") || error.starts_with("answer has an unexpected shape");
+        // An answer that cannot be read does not get better by waiting: a few in a row already say so.
+        let parse = error.contains("unusable answer");
         let limit = if parse {
             thresholds.parse_failing_for
         } else {
             thresholds.failing_for
         };
-        if failing_s as u64 > limit.as_secs() {
+        if parse && times.failures >= PARSE_FAILURES {
+            problems.push(format!(
+                "answers cannot be parsed ({} in a row, nothing confirmed): {error}",
+                times.failures
+            ));
+        } else if failing_s as u64 > limit.as_secs() {
             let what = if parse {
                 "answers cannot be parsed"
             } else {
@@ -163,6 +177,39 @@ fn problems(
             "{} dead letter(s) wait for an operator (`ota-relay dead-letters list`)",
             outbox.dead
         ));
+    }
+    problems
+}
+
+/// The same unreadable answer this many times in a row makes the store degraded.
+const PARSE_FAILURES: i64 = 3;
+/// Less free space than this on the store's file system is a full disk.
+const DISK_FULL_BELOW: u64 = 1024 * 1024;
+
+/// A full disk, as the file system says: nothing new can be stored (nor confirmed upstream).
+fn disk_problem(store_path: &Path) -> Option<String> {
+    let free = store::free_bytes(store_path)?;
+    (free < DISK_FULL_BELOW).then(|| {
+        format!(
+            "the disk holding the store is full ({} KiB free): nothing new is stored or confirmed until space is freed",
+            free / 1024
+        )
+    })
+}
+
+/// A job that stopped for good, or whose last run failed: the retention of personal data may not be happening.
+fn job_problems(jobs: &[JobRun]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for job in jobs {
+        if let Some(reason) = &job.stopped {
+            problems.push(format!(
+                "job {} stopped: {reason}; fix jobs.{} and restart",
+                job.job, job.job
+            ));
+        } else if job.ok == Some(false) {
+            let summary = job.summary.as_ref().map(|s| s.to_string()).unwrap_or_default();
+            problems.push(format!("the last {} run failed: {summary}", job.job));
+        }
     }
     problems
 }
@@ -231,6 +278,9 @@ impl Status {
             .map_or(String::new(), |s| format!(", oldest {} old", human(s)));
         let _ = writeln!(out, "deliveries pending:    {}{oldest}", d.pending);
         let _ = writeln!(out, "delivered:             {}", d.delivered);
+        if d.erased > 0 {
+            let _ = writeln!(out, "erased before delivery: {}", d.erased);
+        }
         let _ = writeln!(out, "dead letters:          {}", d.dead_letters);
         if self.jobs.is_empty() {
             let _ = writeln!(out, "jobs:                  none has run yet");

@@ -83,12 +83,16 @@ pub fn quarantine_list(store_path: &Path, json: bool) -> Result<String, ToolErro
     Ok(out)
 }
 
-/// The element's exact bytes as received (guest data: for the operator's terminal, never the log).
-pub fn quarantine_show(store_path: &Path, id: i64) -> Result<String, ToolError> {
+/// The element's exact bytes as received (guest data: for the operator's terminal, never the log), which need
+/// not be UTF-8.
+pub fn quarantine_show(store_path: &Path, id: i64) -> Result<Vec<u8>, ToolError> {
     let conn = store::open_for_tools(store_path)?;
     let (reason, raw) =
         quarantine::get(&conn, id)?.ok_or_else(|| ToolError::Usage(format!("no quarantined element with id {id}")))?;
-    Ok(format!("# reason: {reason}\n{raw}\n"))
+    let mut out = format!("# reason: {reason}\n").into_bytes();
+    out.extend_from_slice(&raw);
+    out.push(b'\n');
+    Ok(out)
 }
 
 /// Removes quarantined elements: one by id, or all.
@@ -107,6 +111,10 @@ pub fn quarantine_purge(store_path: &Path, id: Option<i64>) -> Result<String, To
 pub fn erase(store_path: &Path, which: Erase<'_>) -> Result<(EraseReport, String), ToolError> {
     let mut conn = store::open_for_tools(store_path)?;
     let report = housekeeping::erase(&mut conn, which, now_ms())?;
+    // secure_delete overwrote the file's copy; the WAL still holds the pages as they were until it is emptied.
+    housekeeping::truncate_wal(&conn)?;
+    // secure_delete overwrote the file's copy; the WAL still holds the pages as they were until it is emptied.
+    housekeeping::truncate_wal(&conn)?;
     let what = match which {
         Erase::MessageId(id) => format!("message id {id}"),
         Erase::ConversationId(id) => format!("conversation id {id}"),

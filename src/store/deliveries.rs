@@ -41,6 +41,8 @@ pub struct Outcome {
     pub status: Option<u16>,
     pub error: Option<String>,
     pub decision: Decision,
+    /// The PMS's Retry-After, as a time: the delivery is never attempted sooner.
+    pub not_before: Option<Millis>,
 }
 
 /// What the metrics, the health check and the periodic log need: read from the partial indexes, so its cost
@@ -115,7 +117,7 @@ pub fn record(conn: &mut Connection, outcomes: &[Outcome]) -> rusqlite::Result<(
         let mut update = tx.prepare_cached(
             "UPDATE deliveries SET state = ?2, attempts = ?3, first_attempt_at = ?4,
                  next_attempt_at = ?5, last_attempt_at = ?6, last_status = ?7, last_error = ?8,
-                 done_at = ?9
+                 done_at = ?9, not_before = ?10
              WHERE seq = ?1 AND state = 'pending'",
         )?;
         for o in outcomes {
@@ -133,7 +135,8 @@ pub fn record(conn: &mut Connection, outcomes: &[Outcome]) -> rusqlite::Result<(
                 o.attempted_at,
                 o.status,
                 o.error,
-                done
+                done,
+                o.not_before
             ])?;
         }
     }
@@ -149,13 +152,15 @@ pub fn reschedule_beyond(conn: &Connection, now: Millis, latest: Millis) -> rusq
     .execute(params![now, latest])
 }
 
-/// Makes every pending delivery scheduled after `now` due at its message's arrival time (so they go oldest first)
-/// and returns how many: `ota-relay retry-now` after a PMS outage, and the worker itself when a probe succeeds.
+/// Makes every pending delivery scheduled after `now` due at its message's arrival time (so they go oldest first),
+/// or at the time the PMS's own Retry-After for it named, whichever is later; returns how many. For
+/// `ota-relay retry-now` after a PMS outage, and the worker itself when a probe succeeds.
 pub fn retry_now(conn: &Connection, now: Millis) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "UPDATE deliveries INDEXED BY deliveries_due
-         SET next_attempt_at = (SELECT m.first_seen_at FROM messages m WHERE m.seq = deliveries.seq)
-         WHERE state = 'pending' AND next_attempt_at > ?1",
+         SET next_attempt_at = max((SELECT m.first_seen_at FROM messages m WHERE m.seq = deliveries.seq),
+                                   coalesce(not_before, 0))
+         WHERE state = 'pending' AND next_attempt_at > ?1 AND coalesce(not_before, 0) <= ?1",
     )?
     .execute(params![now])
 }
@@ -179,10 +184,14 @@ pub fn summary(conn: &Connection) -> rusqlite::Result<OutboxSummary> {
     })
 }
 
-pub fn count_delivered(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("SELECT count(*) FROM deliveries WHERE state = 'delivered'", [], |r| {
-        r.get(0)
-    })
+/// (delivered, erased before delivery).
+pub fn count_done(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row(
+        "SELECT count(*) FILTER (WHERE state = 'delivered'), count(*) FILTER (WHERE state = 'erased')
+         FROM deliveries",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -282,11 +291,12 @@ pub(super) fn delivered_before(
     .collect()
 }
 
-/// An erased message that was not delivered yet is never sent: its delivery is closed. True if it was pending.
+/// An erased message that was not delivered yet is never sent: its delivery is closed as `erased` (no dead
+/// letter: there is nothing for an operator to do). True if it was pending or dead.
 pub(super) fn close_erased(conn: &Connection, seq: i64, now: Millis) -> rusqlite::Result<bool> {
     let closed = conn.execute(
-        "UPDATE deliveries SET state = 'dead', done_at = ?2, last_error = 'erased on request before delivery'
-         WHERE seq = ?1 AND state = 'pending'",
+        "UPDATE deliveries SET state = 'erased', done_at = ?2, last_error = 'erased on request before delivery'
+         WHERE seq = ?1 AND (state = 'pending' OR state = 'dead')",
         params![seq, now],
     )?;
     Ok(closed > 0)

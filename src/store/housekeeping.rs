@@ -156,7 +156,7 @@ fn delete_batches_chunk(conn: &mut Connection, cutoff: Millis) -> rusqlite::Resu
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct EraseReport {
     pub erased: u64,
-    /// Of them, not yet delivered: their deliveries are closed (`dead`, "erased"), never sent.
+    /// Of them, not yet delivered: their deliveries are closed as `erased`, never sent.
     pub undelivered: u64,
     pub quarantined_removed: u64,
 }
@@ -175,7 +175,7 @@ pub fn erase(conn: &mut Connection, which: Erase<'_>, now: Millis) -> rusqlite::
     let id = match which {
         Erase::MessageId(id) | Erase::ConversationId(id) => id,
     };
-    report.quarantined_removed = quarantine::erase_containing(&tx, id)?;
+    report.quarantined_removed = quarantine::erase_naming(&tx, id)?;
     tx.commit()?;
     Ok(report)
 }
@@ -185,6 +185,20 @@ pub struct MaintenanceReport {
     pub wal_frames_checkpointed: i64,
     pub pages_freed: i64,
     pub file_bytes: i64,
+}
+
+/// Copies the WAL into the file and empties it, so that no earlier version of an erased page is left in it.
+/// Readers beside it (the daemon's checkpoint thread, a scrape) hold it up for a moment, so it is tried a few
+/// times; the maintenance job empties it too.
+pub fn truncate_wal(conn: &Connection) -> rusqlite::Result<bool> {
+    for _ in 0..50 {
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy == 0 {
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(false)
 }
 
 /// `PRAGMA optimize`, a truncating WAL checkpoint and an incremental vacuum.

@@ -26,7 +26,11 @@ pub enum Element {
 /// An element that could not be understood, kept byte for byte.
 #[derive(Debug, Clone)]
 pub struct Poison {
+    /// As JSON text (repaired where its bytes were not valid JSON).
     pub raw: String,
+    /// The exact bytes, when `raw` had to repair them.
+    pub raw_exact: Option<Vec<u8>>,
+    /// The field and the problem, never the value (guest data).
     pub reason: String,
 }
 
@@ -92,7 +96,15 @@ impl Store {
                             insert_receipt.run(batch_id, batch.provider, &m.message_id, at, stored)?;
                         }
                         Element::Poison(p) => {
-                            quarantine::upsert(&tx, batch.provider, &p.raw, &p.reason, batch_id, at)?;
+                            quarantine::upsert(
+                                &tx,
+                                batch.provider,
+                                &p.raw,
+                                p.raw_exact.as_deref(),
+                                &p.reason,
+                                batch_id,
+                                at,
+                            )?;
                             summary.quarantined += 1;
                         }
                     }

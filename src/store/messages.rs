@@ -19,8 +19,11 @@ pub struct NewMessage {
     pub content: Option<String>,
     pub attachment_ids: Vec<String>,
     pub sent_at: Option<String>,
-    /// The message object's bytes exactly as received (empty once tombstoned).
+    /// The message object as received, as JSON text (empty once tombstoned): its exact bytes, unless they were
+    /// not valid JSON (invalid UTF-8, a raw control character in a string), then their repair.
     pub raw: String,
+    /// The exact bytes, when `raw` had to repair them.
+    pub raw_exact: Option<Vec<u8>>,
 }
 
 /// A stored message as the outbox and the tools read it.
@@ -35,14 +38,37 @@ pub struct StoredMessage {
 impl StoredMessage {
     /// The `webhook-id`: the same across retries and replays, so the PMS can deduplicate on it.
     pub fn webhook_id(&self) -> String {
-        format!("{}:{}", self.provider, self.message.message_id)
+        webhook_id(&self.provider, &self.message.message_id)
     }
+}
+
+/// Longest `webhook-id` sent; a longer id is sent as its hash (the body keeps the id itself).
+const MAX_WEBHOOK_ID: usize = 200;
+
+/// `provider:id`, safe in an HTTP header whatever the id holds: every byte outside visible ASCII, and `%`
+/// itself, is percent-encoded (so an id that needs none is sent as it is), and an id too long for a header is
+/// sent as `provider:sha256:<hex>`. Stable: the same message always gets the same header.
+pub fn webhook_id(provider: &str, message_id: &str) -> String {
+    let mut id = String::with_capacity(provider.len() + 1 + message_id.len());
+    id.push_str(provider);
+    id.push(':');
+    for &b in message_id.as_bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'%' {
+            id.push(b as char);
+        } else {
+            id.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if id.len() > MAX_WEBHOOK_ID {
+        return format!("{provider}:sha256:{}", sha256_hex(message_id.as_bytes()));
+    }
+    id
 }
 
 /// The columns [`read_at`] reads, for a query that names the table `m`.
 pub(super) const COLUMNS: &str = "m.seq, m.provider, m.message_id, m.conversation_id, m.conversation_type,
     m.conversation_reference, m.property_id, m.sender_id, m.sender_role, m.sender_name, m.content,
-    m.attachment_ids, m.sent_at, m.first_seen_at, m.raw";
+    m.attachment_ids, m.sent_at, m.first_seen_at, m.raw, m.raw_exact";
 
 /// A [`StoredMessage`] from [`COLUMNS`], starting at column `offset`.
 pub(super) fn read_at(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Result<StoredMessage> {
@@ -64,6 +90,7 @@ pub(super) fn read_at(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Resul
             attachment_ids: serde_json::from_str(&attachments).unwrap_or_default(),
             sent_at: row.get(offset + 12)?,
             raw: row.get::<_, Option<String>>(offset + 14)?.unwrap_or_default(),
+            raw_exact: row.get(offset + 15)?,
         },
     })
 }
@@ -76,8 +103,8 @@ impl<'c> Insert<'c> {
         conn.prepare_cached(
             "INSERT INTO messages (provider, message_id, conversation_id, conversation_type,
                  conversation_reference, property_id, sender_id, sender_role, sender_name, content,
-                 attachment_ids, sent_at, first_seen_at, raw)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 attachment_ids, sent_at, first_seen_at, raw, raw_exact)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
              ON CONFLICT (provider, message_id) DO NOTHING",
         )
         .map(Insert)
@@ -102,6 +129,7 @@ impl<'c> Insert<'c> {
             m.sent_at,
             at,
             m.raw,
+            m.raw_exact,
         ])?;
         Ok(inserted == 1)
     }
@@ -111,7 +139,7 @@ impl<'c> Insert<'c> {
 pub(super) fn tombstone(conn: &Connection, seq: i64, now: Millis) -> rusqlite::Result<()> {
     let content: Option<String> = conn.query_row("SELECT content FROM messages WHERE seq = ?1", [seq], |r| r.get(0))?;
     conn.execute(
-        "UPDATE messages SET content = NULL, raw = NULL, sender_name = NULL, attachment_ids = '[]',
+        "UPDATE messages SET content = NULL, raw = NULL, raw_exact = NULL, sender_name = NULL, attachment_ids = '[]',
              content_sha256 = coalesce(content_sha256, ?2), tombstoned_at = ?3
          WHERE seq = ?1",
         params![seq, content.map(|c| sha256_hex(c.as_bytes())), now],

@@ -400,13 +400,56 @@ pub fn open_for_tools(path: &Path) -> Result<Connection, StoreError> {
             None,
         ));
     }
-    let mut conn = connect(path)?;
+    let mut conn = connect_existing(path)?;
     schema::migrate(&mut conn, path, false)?;
     Ok(conn)
 }
 
+/// A connection to a store that exists (operator commands, the health and metrics listener): no pragma that
+/// writes (a new store's `auto_vacuum`, switching to WAL, both set when the daemon created it), so that reading
+/// works on a full disk.
+fn connect_existing(path: &Path) -> Result<Connection, StoreError> {
+    let classify = |e: rusqlite::Error| classify_open_error(path, e);
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(classify)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(classify)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;")
+        .map_err(classify)?;
+    Ok(conn)
+}
+
+/// Bytes free for the store on its file system (`statvfs`), if the system says.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a pointer to a statvfs the call fills in; it is read only on success.
+    let stat = unsafe {
+        if libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// The lock file of the store the path names: beside the file itself, after symbolic links, so that every path
+/// to one store (a link, `..` segments) means one lock.
 fn lock_path(path: &Path) -> PathBuf {
-    let mut lock = path.as_os_str().to_owned();
+    let real = std::fs::canonicalize(path).ok().or_else(|| {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
+    });
+    let mut lock = real.unwrap_or_else(|| path.to_owned()).into_os_string();
     lock.push(".lock");
     PathBuf::from(lock)
 }
@@ -486,7 +529,9 @@ pub(crate) fn connect(path: &Path) -> Result<Connection, StoreError> {
     // Room for every statement of the hot paths (batches, outcomes, claims) beside the periodic ones, so a
     // status read or a housekeeping job does not evict them.
     conn.set_prepared_statement_cache_capacity(64);
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+    // secure_delete: an erasure or a tombstone overwrites the content it removes, instead of leaving it readable in
+    // free space (the WAL is truncated after an erasure, and by the maintenance job).
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;")
         .map_err(classify)?;
     Ok(conn)
 }

@@ -5,21 +5,34 @@ use serde::Serialize;
 
 use super::{Millis, format_ms, sha256_hex};
 
+/// Keeps an element that could not be understood; `raw_exact` holds its exact bytes when `raw` (JSON text) had
+/// to repair them. The same bytes again count as a sighting, not a second row.
 pub(super) fn upsert(
     conn: &Connection,
     provider: &str,
     raw: &str,
+    raw_exact: Option<&[u8]>,
     reason: &str,
     batch_id: i64,
     at: Millis,
 ) -> rusqlite::Result<()> {
+    let exact = raw_exact.unwrap_or(raw.as_bytes());
     conn.prepare_cached(
-        "INSERT INTO quarantine (provider, raw_sha256, raw, reason, first_batch, first_seen_at, last_seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+        "INSERT INTO quarantine (provider, raw_sha256, raw, raw_exact, reason, first_batch, first_seen_at,
+                                 last_seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
          ON CONFLICT (provider, raw_sha256)
          DO UPDATE SET last_seen_at = excluded.last_seen_at, seen_count = seen_count + 1",
     )?
-    .execute(params![provider, sha256_hex(raw.as_bytes()), raw, reason, batch_id, at])?;
+    .execute(params![
+        provider,
+        sha256_hex(exact),
+        raw,
+        raw_exact,
+        reason,
+        batch_id,
+        at
+    ])?;
     Ok(())
 }
 
@@ -55,10 +68,12 @@ pub fn list(conn: &Connection) -> rusqlite::Result<Vec<QuarantinedElement>> {
 }
 
 /// (reason, exact bytes) of one element.
-pub fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<(String, String)>> {
-    conn.query_row("SELECT reason, raw FROM quarantine WHERE id = ?1", [id], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })
+pub fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<(String, Vec<u8>)>> {
+    conn.query_row(
+        "SELECT reason, coalesce(raw_exact, CAST(raw AS BLOB)) FROM quarantine WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
     .optional()
 }
 
@@ -70,10 +85,38 @@ pub fn purge(conn: &Connection, id: Option<i64>) -> rusqlite::Result<usize> {
     }
 }
 
-/// Removes the elements whose bytes contain `id` as a JSON string; how many.
-pub(super) fn erase_containing(conn: &Connection, id: &str) -> rusqlite::Result<u64> {
-    let quoted = serde_json::to_string(id).unwrap_or_default();
-    Ok(conn.execute("DELETE FROM quarantine WHERE instr(raw, ?1) > 0", [quoted])? as u64)
+/// Removes the elements that name `id` as their message id or conversation id, as parsed (a number, an escaped
+/// string); an element that does not parse at all is matched on the id's text. How many.
+pub(super) fn erase_naming(conn: &Connection, id: &str) -> rusqlite::Result<u64> {
+    let rows: Vec<(i64, String)> = conn
+        .prepare("SELECT id, raw FROM quarantine")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut removed = 0;
+    for (row, raw) in rows {
+        if names(&raw, id) {
+            removed += conn.execute("DELETE FROM quarantine WHERE id = ?1", [row])? as u64;
+        }
+    }
+    Ok(removed)
+}
+
+fn names(raw: &str, id: &str) -> bool {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(raw) else {
+        return raw.contains(id);
+    };
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    [
+        &value["message_id"],
+        &value["conversation"]["conversation_id"],
+        &value["payload"]["message_id"],
+    ]
+    .into_iter()
+    .any(|v| text(v).as_deref() == Some(id))
 }
 
 pub fn count(conn: &Connection) -> rusqlite::Result<i64> {

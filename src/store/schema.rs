@@ -157,6 +157,41 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_due ON deliveries (next_attempt_at, seq) WHERE state = 'pending';
     CREATE INDEX deliveries_dead ON deliveries (done_at) WHERE state = 'dead';
     "#,
+    // 7: what hostile input and bad luck showed. An element's exact bytes when they were not valid JSON as
+    // received (the text columns hold the repaired JSON, the PMS payload both). An erased message's delivery is
+    // `erased`, not a dead letter. A PMS's Retry-After is kept (`not_before`), so the end of an outage does not
+    // send such a row sooner. A source's run of identical failures is counted, and a job that cannot run on is
+    // marked stopped, for health. The deliveries table is rebuilt for its CHECK (as in version 6).
+    r#"
+    ALTER TABLE messages ADD COLUMN raw_exact BLOB;
+    ALTER TABLE quarantine ADD COLUMN raw_exact BLOB;
+    ALTER TABLE source_state ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE job_runs ADD COLUMN stopped TEXT;
+    CREATE TABLE deliveries_v7 (
+        seq              INTEGER PRIMARY KEY REFERENCES messages(seq),
+        state            TEXT NOT NULL DEFAULT 'pending'
+                         CHECK (state = 'pending' OR state = 'delivered' OR state = 'dead' OR state = 'erased'),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        first_attempt_at INTEGER,
+        next_attempt_at  INTEGER NOT NULL,
+        last_attempt_at  INTEGER,
+        last_status      INTEGER,
+        last_error       TEXT,
+        done_at          INTEGER,
+        not_before       INTEGER                 -- the PMS's Retry-After: never attempted sooner
+    ) STRICT;
+    INSERT INTO deliveries_v7 (seq, state, attempts, first_attempt_at, next_attempt_at, last_attempt_at,
+                               last_status, last_error, done_at)
+        SELECT seq,
+               CASE WHEN state = 'dead' AND last_error = 'erased on request before delivery' THEN 'erased'
+                    ELSE state END,
+               attempts, first_attempt_at, next_attempt_at, last_attempt_at, last_status, last_error, done_at
+        FROM deliveries ORDER BY seq;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_v7 RENAME TO deliveries;
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at, seq) WHERE state = 'pending';
+    CREATE INDEX deliveries_dead ON deliveries (done_at) WHERE state = 'dead';
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

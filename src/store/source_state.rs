@@ -26,20 +26,22 @@ pub(super) fn record_success(conn: &Connection, provider: &str, at: Millis, batc
         "INSERT INTO source_state (provider, last_poll_at, last_success_at, last_batch_at)
          VALUES (?1, ?2, ?2, CASE WHEN ?3 THEN ?2 END)
          ON CONFLICT (provider) DO UPDATE SET last_poll_at = ?2, last_success_at = ?2, failing_since = NULL,
-             last_batch_at = CASE WHEN ?3 THEN ?2 ELSE last_batch_at END",
+             failures = 0, last_batch_at = CASE WHEN ?3 THEN ?2 ELSE last_batch_at END",
     )?
     .execute(params![provider, at, batch])?;
     Ok(())
 }
 
 /// A failed poll or confirm; `failing_since` keeps the start of the current run of failures (moved back to
-/// `at` if it lies ahead: set before the system clock went back, it would hide an outage).
+/// `at` if it lies ahead: set before the system clock went back, it would hide an outage), and `failures`
+/// counts the same failure in a row.
 pub(super) fn record_error(conn: &Connection, provider: &str, at: Millis, error: &str) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO source_state (provider, last_poll_at, failing_since, last_error, last_error_at)
-         VALUES (?1, ?2, ?2, ?3, ?2)
+        "INSERT INTO source_state (provider, last_poll_at, failing_since, last_error, last_error_at, failures)
+         VALUES (?1, ?2, ?2, ?3, ?2, 1)
          ON CONFLICT (provider) DO UPDATE SET last_poll_at = ?2,
-             failing_since = min(COALESCE(failing_since, ?2), ?2), last_error = ?3, last_error_at = ?2",
+             failing_since = min(COALESCE(failing_since, ?2), ?2), last_error = ?3, last_error_at = ?2,
+             failures = CASE WHEN last_error = ?3 AND failing_since IS NOT NULL THEN failures + 1 ELSE 1 END",
         params![provider, at, error],
     )?;
     Ok(())
@@ -62,12 +64,15 @@ pub struct Source {
 pub struct SourceTimes {
     pub last_poll_at: Option<Millis>,
     pub failing_since: Option<Millis>,
+    /// The same failure, this many times in a row.
+    pub failures: i64,
 }
 
 /// The Booking.com source, with its last poll and the start of its current run of failures.
 pub fn read(conn: &Connection) -> rusqlite::Result<Option<(Source, SourceTimes)>> {
     conn.query_row(
-        "SELECT provider, last_poll_at, last_success_at, last_batch_at, failing_since, last_error, last_error_at
+        "SELECT provider, last_poll_at, last_success_at, last_batch_at, failing_since, last_error, last_error_at,
+                failures
          FROM source_state ORDER BY provider LIMIT 1",
         [],
         |r| {
@@ -87,6 +92,7 @@ pub fn read(conn: &Connection) -> rusqlite::Result<Option<(Source, SourceTimes)>
                 SourceTimes {
                     last_poll_at,
                     failing_since,
+                    failures: r.get(7)?,
                 },
             ))
         },

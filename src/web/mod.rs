@@ -1,27 +1,141 @@
 //! The daemon's HTTP listeners. Each surface is a module exporting `router()`; [`serve`] runs one on a listener
 //! bound by the caller (so a taken port fails start-up) until shutdown.
+//!
+//! Every listener is open to whoever can reach it, so each connection is bounded: its request headers must
+//! arrive within [`Limits::header_read`] (the same bound closes a kept-alive connection that sends nothing),
+//! and at most [`Limits::max_connections`] are served at once; beyond that, new connections wait in the
+//! listen backlog rather than being refused. Half-sent requests can then neither pile up nor take the
+//! process's file descriptors, which the outbound requests to the OTAs and the PMS need too.
 
 pub mod ops;
 
-use axum::Router;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Serves `router` on `listener` until `cancel` fires; `what` names the surface in the failure log.
-pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationToken, what: &'static str) {
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, listener = what, "the listener failed");
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+
+/// How much a listener gives any one caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A request's headers, or the next request on a kept-alive connection, must arrive within this.
+    pub header_read: Duration,
+    /// Connections served at once (well below the unit's `LimitNOFILE`).
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read: Duration::from_secs(10),
+            max_connections: 512,
+        }
+    }
+}
+
+/// How long open connections get to finish their requests at shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves `router` on `listener` until `cancel` fires; `what` names the surface in the logs. Handlers see the
+/// caller's address as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    cancel: CancellationToken,
+    what: &'static str,
+    limits: Limits,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = TaskTracker::new();
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = cancel.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, or a connection reset before it was accepted: wait a moment rather
+                    // than spin, and go on serving.
+                    tracing::warn!(listener = what, error = %e, "cannot accept a connection");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        _ = cancel.cancelled() => break,
+                    }
+                }
+            },
+            _ = cancel.cancelled() => break,
+        };
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
+        let cancel = cancel.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            serve_connection(stream, peer, service, limits, cancel, what).await;
+        });
+    }
+    connections.close();
+    if tokio::time::timeout(DRAIN, connections.wait()).await.is_err() {
+        tracing::debug!(listener = what, "connections still open at shutdown were dropped");
+    }
+}
+
+async fn serve_connection<S>(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    service: S,
+    limits: Limits,
+    cancel: CancellationToken,
+    what: &'static str,
+) where
+    S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = axum::response::Response>,
+    S::Future: Send + 'static,
+    S::Error: std::error::Error + Send + Sync + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .keep_alive(true);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        _ = cancel.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            match tokio::time::timeout(DRAIN, connection.as_mut()).await {
+                Ok(ended) => ended,
+                Err(_) => return,
+            }
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(listener = what, %peer, error = %e, "connection ended with an error");
     }
 }
 
 /// Binds `127.0.0.1:0` and serves `router` there until `stop` fires: the built-in fakes of the demo, the tests
 /// and the benchmarks. Returns the bound address.
-pub async fn serve_on_loopback(router: Router, stop: CancellationToken) -> std::io::Result<std::net::SocketAddr> {
+pub async fn serve_on_loopback(router: Router, stop: CancellationToken) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(serve(listener, router, stop, "fake"));
+    let limits = Limits {
+        max_connections: 4096,
+        ..Limits::default()
+    };
+    tokio::spawn(serve(listener, router, stop, "fake", limits));
     Ok(addr)
 }

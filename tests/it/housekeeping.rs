@@ -566,8 +566,9 @@ async fn quarantine_and_erase_tools() {
         1 + in_conversation
     );
     assert_eq!(
-        count(&path, "SELECT count(*) FROM deliveries WHERE state = 'dead'"),
-        1 + in_conversation
+        count(&path, "SELECT count(*) FROM deliveries WHERE state = 'erased'"),
+        1 + in_conversation,
+        "closed as erased: never sent, and no dead letter"
     );
     // A replay of dead letters does not resurrect erased messages.
     assert!(cli(&config, &["dead-letters", "replay", "--all"]).status.success());

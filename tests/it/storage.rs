@@ -293,6 +293,8 @@ async fn migrating_schema_5_keeps_every_delivery_and_checks_states_without_a_tem
              INSERT INTO deliveries VALUES (1, 'delivered', 1, 10, 10, 10, 200, NULL, 10);
              INSERT INTO deliveries VALUES (2, 'dead', 7, 20, 20, 90, 410, 'HTTP 410', 90);
              INSERT INTO deliveries VALUES (3, 'pending', 2, 30, 99, 40, 503, 'HTTP 503', NULL);
+             ALTER TABLE messages DROP COLUMN raw_exact; ALTER TABLE quarantine DROP COLUMN raw_exact;
+             ALTER TABLE source_state DROP COLUMN failures; ALTER TABLE job_runs DROP COLUMN stopped;
              PRAGMA user_version = 5;",
         )
         .unwrap();
@@ -326,7 +328,7 @@ async fn migrating_schema_5_keeps_every_delivery_and_checks_states_without_a_tem
     assert_eq!(
         conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
             .unwrap(),
-        6
+        ota_relay::store::SCHEMA_VERSION
     );
     let bad = conn.execute("UPDATE deliveries SET state = 'sent' WHERE seq = 3", []);
     assert!(

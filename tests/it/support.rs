@@ -148,7 +148,30 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn_limited(args, envs, None)
+    }
+
+    /// [`Daemon::spawn`] with a soft limit on open files (systemd's default is 1024), as a unit without
+    /// `LimitNOFILE=` runs it.
+    pub fn spawn_limited(args: &[&str], envs: &[(&str, &str)], open_files: Option<u64>) -> Daemon {
         let mut command = tokio::process::Command::new(BIN);
+        if let Some(limit) = open_files {
+            // SAFETY: setrlimit is async-signal-safe, and nothing else runs in the child before exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let mut current = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut current);
+                    current.rlim_cur = limit.min(current.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &current) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         command
             .args(args)
             .env_remove("RUST_LOG")
@@ -355,6 +378,8 @@ pub struct Setup {
     sections: String,
     envs: Vec<(String, String)>,
     token: bool,
+    open_files: Option<u64>,
+    ops_port: Option<u16>,
 }
 
 impl Setup {
@@ -409,6 +434,23 @@ impl Setup {
         self
     }
 
+    /// Runs the daemon with this soft limit on open files.
+    pub fn open_files(mut self, limit: u64) -> Setup {
+        self.open_files = Some(limit);
+        self
+    }
+
+    /// A health and metrics listener on a free port (see [`TestRelay::ops_url`]).
+    pub fn ops_listener(mut self) -> Setup {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        self.ops_port = Some(port);
+        self
+    }
+
     /// An environment variable for every run of the daemon.
     pub fn env(mut self, name: &str, value: &str) -> Setup {
         self.envs.push((name.to_owned(), value.to_owned()));
@@ -433,6 +475,8 @@ impl Setup {
             sections: self.sections,
             envs: self.envs,
             token: self.token,
+            open_files: self.open_files,
+            ops_port: self.ops_port,
             queued: self.queued,
             stored: self.stored,
             daemon: None,
@@ -477,6 +521,8 @@ pub struct TestRelay {
     sections: String,
     envs: Vec<(String, String)>,
     token: bool,
+    open_files: Option<u64>,
+    ops_port: Option<u16>,
     queued: Vec<SampleMessage>,
     stored: Vec<SampleMessage>,
     daemon: Option<Daemon>,
@@ -500,11 +546,18 @@ impl TestRelay {
             sections: String::new(),
             envs: Vec::new(),
             token: false,
+            open_files: None,
+            ops_port: None,
         }
     }
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The health and metrics listener's base URL ([`Setup::ops_listener`]).
+    pub fn ops_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ops_port.expect("an ops listener"))
     }
 
     /// The store file.
@@ -537,7 +590,11 @@ impl TestRelay {
             .as_deref()
             .map(|keys| forward_section(&self.pms, keys))
             .unwrap_or_default();
-        let extra = format!("{forward}{sections}");
+        let ops = self
+            .ops_port
+            .map(|port| format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
+            .unwrap_or_default();
+        let extra = format!("{forward}{sections}{ops}");
         let credentials = if self.token {
             format!(
                 "auth = \"token\"\nclient_id = \"relay-client\"\nclient_secret = \"{CLIENT_SECRET}\"\ntoken_url = \"{}\"",
@@ -568,7 +625,8 @@ impl TestRelay {
         let mut envs: Vec<(&str, &str)> = self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         envs.push(("NOTIFY_SOCKET", self.notify_socket.to_str().unwrap()));
         let config = self.config();
-        self.daemon = Some(Daemon::spawn(&["run", "--config", config.to_str().unwrap()], &envs));
+        let args = ["run", "--config", config.to_str().unwrap()];
+        self.daemon = Some(Daemon::spawn_limited(&args, &envs, self.open_files));
     }
 
     /// Waits for the `n`th READY=1 (one per start of the daemon).

@@ -24,6 +24,8 @@ use crate::store::{Millis, Reservation, Store, StoreError, now_ms};
 pub const TOKENS_PER_HOUR: usize = 30;
 const HOUR: Duration = Duration::from_secs(3600);
 const ASSUMED_LIFETIME: Duration = Duration::from_secs(3600);
+/// A token refused within this time of its exchange, before any request got through, was never valid.
+const JUST_ISSUED: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -74,6 +76,7 @@ impl Credential {
 
 struct IssuedToken {
     header: HeaderValue,
+    issued_at: Instant,
     renew_at: Instant,
     accepted: AtomicBool,
 }
@@ -130,21 +133,27 @@ impl Auth {
         }
     }
 
-    /// Called when the API answered 401 to `credential`.
+    /// Called when the API answered 401 to `credential`. The token is dropped either way: the next request
+    /// exchanges again (within the hourly quota) rather than presenting a refused token once more.
     pub async fn rejected(&self, credential: &Credential) -> Rejection {
         let (Auth::Token(t), Some(token)) = (self, &credential.token) else {
             return Rejection::Credentials;
         };
-        if !token.accepted.load(Ordering::Relaxed) {
-            // Never accepted: the account, not the token's age, is the problem. Keeping the token until its
-            // planned renewal bounds exchanges to about one an hour while the credentials are wrong.
-            return Rejection::Credentials;
+        {
+            let mut current = t.current.lock().await;
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, token)) {
+                *current = None;
+            }
         }
-        let mut current = t.current.lock().await;
-        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, token)) {
-            *current = None;
+        // Refused right after its exchange, before any request got through: the account, not the token's age,
+        // is the problem. Any other 401 (a token accepted before, or one that waited through an outage unused)
+        // is an expired token: renew at once.
+        let just_issued = token.issued_at.elapsed() < JUST_ISSUED;
+        if just_issued && !token.accepted.load(Ordering::Relaxed) {
+            Rejection::Credentials
+        } else {
+            Rejection::Renew
         }
-        Rejection::Renew
     }
 }
 
@@ -216,6 +225,7 @@ impl TokenAuth {
             .ok_or_else(|| AuthError::Exchange("the answer's jwt is not a valid header value".into()))?;
         let token = Arc::new(IssuedToken {
             header,
+            issued_at: Instant::now(),
             renew_at: started + lifetime.saturating_sub(renewal_margin(lifetime)),
             accepted: AtomicBool::new(false),
         });

@@ -227,7 +227,7 @@ impl BookingClient {
         search_wire::parse_search_result(&body).map_err(|e| wire_error(OP_SEARCH_RESULT, status, e))
     }
 
-    /// An idempotent GET: a 401 on a token that worked before is retried once with a fresh token.
+    /// An idempotent GET: a 401 on an expired token is retried once with a fresh token.
     async fn get(&self, op: &'static str, url: Url) -> Result<(StatusCode, Vec<u8>), FetchError> {
         let mut renewed = false;
         loop {
@@ -236,11 +236,11 @@ impl BookingClient {
             let response = self.send(op, request, &credential.header).await?;
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED
-                && !renewed
                 && self.auth.rejected(&credential).await == Rejection::Renew
+                && !renewed
             {
                 renewed = true;
-                tracing::info!("Booking.com rejected a token it accepted before; renewing it");
+                tracing::info!("Booking.com refused an expired token; renewing it");
                 continue;
             }
             let body = self.checked_body(op, response).await?;

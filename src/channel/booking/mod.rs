@@ -5,6 +5,7 @@ pub mod auth;
 pub mod backfill;
 pub mod client;
 pub mod drain;
+mod envelope;
 pub mod search_wire;
 pub mod wire;
 

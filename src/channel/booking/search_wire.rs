@@ -134,7 +134,12 @@ pub fn parse_search_result(body: &[u8]) -> Result<SearchResult, WireError> {
         .filter_map(|p| value.pointer(p))
         .find_map(id_text);
     Ok(SearchResult::Page {
-        elements: raw.data.messages.into_iter().map(parse_element).collect(),
+        elements: raw
+            .data
+            .messages
+            .into_iter()
+            .map(|m| parse_element(m.get(), m.get(), None))
+            .collect(),
         next_page_id,
         ruid: ruid(&value),
     })

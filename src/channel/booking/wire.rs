@@ -1,12 +1,15 @@
 //! Booking.com Messaging API wire types (`GET /messaging/messages/latest`, `PUT /messaging/messages`).
 //!
-//! The envelope is parsed first and each message separately, from its raw bytes, so one element that cannot be
-//! understood is quarantined instead of failing the batch. Unknown fields are tolerated (and kept in `raw`).
+//! The envelope's structure is scanned first ([`super::envelope`]) and each message is parsed separately from its
+//! own bytes, so one element that cannot be understood is quarantined instead of failing the batch, and a
+//! byte-level defect in one guest's text (invalid UTF-8, a raw control character, half a surrogate pair) stays in
+//! that element. Unknown fields are tolerated (and kept in `raw`).
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer};
 use serde_json::value::RawValue;
 
+use super::envelope;
 use crate::store::{Element, NewMessage, Poison};
 
 pub const PROVIDER: &str = "booking.com";
@@ -31,11 +34,10 @@ pub enum WireError {
 }
 
 #[derive(Deserialize)]
-struct Envelope<'a> {
+struct Envelope {
     meta: Option<Meta>,
     errors: Option<serde_json::Value>,
-    #[serde(borrow)]
-    data: Option<LatestData<'a>>,
+    data: Option<LatestData>,
 }
 
 #[derive(Deserialize)]
@@ -44,16 +46,23 @@ pub(crate) struct Meta {
 }
 
 #[derive(Deserialize)]
-struct LatestData<'a> {
+struct LatestData {
     ok: Option<bool>,
     number_of_messages: Option<serde_json::Value>,
-    #[serde(borrow)]
-    messages: Option<Vec<&'a RawValue>>,
+    messages: Option<serde::de::IgnoredAny>,
 }
 
 /// Parses a `/messages/latest` body. Errors here mean the whole answer is unusable: nothing is stored or confirmed.
+/// Only an answer whose element boundaries cannot be found is that; a defect inside an element is the element's.
 pub fn parse_latest(body: &[u8]) -> Result<LatestAnswer, WireError> {
-    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| WireError::NotJson(e.to_string()))?;
+    let layout = envelope::scan(body).map_err(|e| WireError::NotJson(e.to_string()))?;
+    // The envelope's own fields, read with its elements taken out: whatever they hold cannot spoil them.
+    let outer = match &layout {
+        Some(l) => [&body[..l.array.start], &body[l.array.end..]].concat(),
+        None => body.to_vec(),
+    };
+    let envelope: Envelope =
+        serde_json::from_str(&envelope::repair(&outer)).map_err(|e| WireError::NotJson(e.to_string()))?;
     let ruid = envelope.meta.and_then(|m| m.ruid);
     check_failure(
         envelope.errors.as_ref(),
@@ -63,15 +72,35 @@ pub fn parse_latest(body: &[u8]) -> Result<LatestAnswer, WireError> {
     let data = envelope
         .data
         .ok_or_else(|| WireError::Shape("no `data` object".into()))?;
-    let messages = data
-        .messages
+    let layout = layout
+        .filter(|_| data.messages.is_some())
         .ok_or_else(|| WireError::Shape("no `data.messages` array".into()))?;
-    let elements = messages.into_iter().map(parse_element).collect();
+    let elements = layout
+        .elements
+        .iter()
+        .map(|span| element_from_bytes(&body[span.clone()]))
+        .collect();
     Ok(LatestAnswer {
         ruid,
         declared_count: data.number_of_messages.as_ref().and_then(|v| v.as_u64()),
         elements,
     })
+}
+
+/// One element from its exact bytes, parsed from their repair where they need one. `raw` keeps the exact text
+/// when it is valid JSON as received (an escaped half of a surrogate pair is); otherwise it is the repair, and the
+/// exact bytes are kept beside it.
+pub(crate) fn element_from_bytes(exact: &[u8]) -> Element {
+    let repaired = envelope::repair(exact);
+    if repaired.as_bytes() == exact {
+        return parse_element(&repaired, &repaired, None);
+    }
+    if let Ok(text) = std::str::from_utf8(exact)
+        && serde_json::from_str::<&RawValue>(text).is_ok()
+    {
+        return parse_element(&repaired, text, None);
+    }
+    parse_element(&repaired, &repaired, Some(exact.to_vec()))
 }
 
 #[derive(Deserialize)]
@@ -192,22 +221,80 @@ struct WireConversation {
     conversation_id: Option<Id>,
     conversation_type: Option<String>,
     conversation_reference: Option<Id>,
-    // Documented as an integer; strings are accepted too. Kept as its decimal string.
+    // Documented as an integer; strings are accepted too. Kept as the text of the number.
     property_id: Option<Id>,
 }
 
-pub(crate) fn parse_element(raw: &RawValue) -> Element {
-    match serde_json::from_str::<WireMessage>(raw.get()) {
+/// One message parsed from `text` (valid JSON, repaired if it had to be); `raw` is what is kept as its JSON text,
+/// and `raw_exact` the bytes as received when `raw` is not them.
+pub(crate) fn parse_element(text: &str, raw: &str, raw_exact: Option<Vec<u8>>) -> Element {
+    let mut de = serde_json::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, WireMessage>(&mut de) {
         Ok(m) if m.message_id.0.trim().is_empty() => Element::Poison(Poison {
-            raw: raw.get().to_owned(),
+            raw: raw.to_owned(),
+            raw_exact,
             reason: "message_id is empty".into(),
         }),
-        Ok(m) => Element::Message(Box::new(into_new_message(m, raw.get()))),
+        Ok(m) => {
+            let mut message = into_new_message(m, raw);
+            message.raw_exact = raw_exact;
+            Element::Message(Box::new(message))
+        }
         Err(e) => Element::Poison(Poison {
-            raw: raw.get().to_owned(),
-            reason: e.to_string(),
+            raw: raw.to_owned(),
+            raw_exact,
+            reason: reason(&e),
         }),
     }
+}
+
+/// Why an element was refused: the field and the problem, never the value (it is guest data).
+fn reason(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    let problem = without_values(&e.inner().to_string());
+    if path == "." || path.is_empty() {
+        problem
+    } else {
+        format!("{path}: {problem}")
+    }
+}
+
+/// serde's message with every value cut out: `invalid type: string "Erika …", expected u64` becomes
+/// `invalid type: string, expected u64`; field names (`missing field `message_id``) stay.
+pub(crate) fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    match c {
+                        '\\' if !escaped => escaped = true,
+                        '"' if !escaped => break,
+                        _ => escaped = false,
+                    }
+                }
+                if out.ends_with(' ') {
+                    out.pop();
+                }
+            }
+            // A backquoted value follows the kind of an unexpected value; field names are backquoted too, and kept.
+            '`' if ["integer ", "point ", "boolean ", "character "]
+                .iter()
+                .any(|k| out.ends_with(k)) =>
+            {
+                for c in chars.by_ref() {
+                    if c == '`' {
+                        break;
+                    }
+                }
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn into_new_message(m: WireMessage, raw: &str) -> NewMessage {
@@ -244,34 +331,25 @@ fn into_new_message(m: WireMessage, raw: &str) -> NewMessage {
         attachment_ids: m.attachment_ids.unwrap_or_default().into_iter().map(|i| i.0).collect(),
         sent_at: m.timestamp,
         raw: raw.to_owned(),
+        raw_exact: None,
     }
 }
 
-/// An identifier the OTA may send as a string or an integer; integers become their decimal string.
+/// An identifier the OTA may send as a string or a number. A number is kept as the exact text it was written
+/// with (`1234567.0`, a 24-digit reference): converting it would round or reformat it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Id(pub String);
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct IdVisitor;
-        impl Visitor<'_> for IdVisitor {
-            type Value = Id;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string or integer id")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Id, E> {
-                Ok(Id(v.to_owned()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Id, E> {
-                Ok(Id(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Id, E> {
-                Ok(Id(v.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Id, E> {
-                Ok(Id(v.to_string()))
-            }
+        let raw = <&'de RawValue>::deserialize(d)?;
+        let text = raw.get();
+        if text.starts_with('"') {
+            return serde_json::from_str::<String>(text).map(Id).map_err(de::Error::custom);
         }
-        d.deserialize_any(IdVisitor)
+        if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            return Ok(Id(text.to_owned()));
+        }
+        Err(de::Error::custom("an id must be a string or a number"))
     }
 }

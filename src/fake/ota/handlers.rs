@@ -55,8 +55,10 @@ pub(super) fn authorize(shared: &Shared, headers: &HeaderMap, endpoint: Endpoint
             let max_uses = shared.options.token_max_uses;
             shared.mutate(|s| {
                 let revoked = s.revoked;
-                match given.strip_prefix("Bearer ").and_then(|t| s.tokens.get_mut(t)) {
-                    Some(uses) if !revoked && max_uses.is_none_or(|m| *uses < m) => {
+                let token = given.strip_prefix("Bearer ").unwrap_or_default();
+                let expired = s.expired_tokens.contains(token);
+                match s.tokens.get_mut(token) {
+                    Some(uses) if !revoked && !expired && max_uses.is_none_or(|m| *uses < m) => {
                         *uses += 1;
                         true
                     }
@@ -94,21 +96,24 @@ pub(super) async fn latest(State(shared): State<Arc<Shared>>, headers: HeaderMap
     let limit = shared.options.batch_limit;
     let (body, count) = shared.mutate(|s| {
         s.gets += 1;
-        let batch: Vec<Arc<str>> = s.queue.iter().take(limit).map(|q| q.json.clone()).collect();
+        let batch: Vec<Arc<[u8]>> = s.queue.iter().take(limit).map(|q| q.json.clone()).collect();
         let declared = batch.len() + usize::from(fault == Some(Fault::WrongCount));
-        let mut body = String::with_capacity(batch.iter().map(|m| m.len() + 1).sum::<usize>() + 256);
-        body.push_str(r#"{"meta":{"ruid":""#);
-        body.push_str(&ruid);
-        body.push_str(r#""},"warnings":[],"data":{"messages":["#);
+        let mut body: Vec<u8> = Vec::with_capacity(batch.iter().map(|m| m.len() + 1).sum::<usize>() + 256);
+        body.extend_from_slice(br#"{"meta":{"ruid":""#);
+        body.extend_from_slice(ruid.as_bytes());
+        body.extend_from_slice(br#""},"warnings":[],"data":{"messages":["#);
         for (i, m) in batch.iter().enumerate() {
             if i > 0 {
-                body.push(',');
+                body.push(b',');
             }
-            body.push_str(m);
+            body.extend_from_slice(m);
         }
-        body.push_str(&format!(
-            r#"],"ok":true,"number_of_messages":{declared},"timestamp":"2026-11-24T12:00:00.000"}},"errors":[]}}"#
-        ));
+        body.extend_from_slice(
+            format!(
+                r#"],"ok":true,"number_of_messages":{declared},"timestamp":"2026-11-24T12:00:00.000"}},"errors":[]}}"#
+            )
+            .as_bytes(),
+        );
         (body, batch.len())
     });
     match fault {
@@ -191,7 +196,7 @@ pub(super) async fn confirm(
         }
     });
     wait_hold(take_hold(&shared, Endpoint::Confirm, HoldPoint::AfterApply)).await;
-    let body = format!(r#"{{"data":{{"ok":true}},"warnings":[],"meta":{{"ruid":"{ruid}"}},"errors":[]}}"#);
+    let body = format!(r#"{{"data":{{"ok":true}},"warnings":[],"meta":{{"ruid":"{ruid}"}},"errors":[]}}"#).into_bytes();
     match fault {
         None => {
             shared.mutate(|s| s.log(Endpoint::Confirm, 200));
@@ -262,8 +267,8 @@ fn error_body(ruid: &str, code: u16, message: &str) -> String {
     )
 }
 
-pub(super) fn json_response(status: StatusCode, body: String) -> Response {
-    let mut response = Response::new(Body::from(body));
+pub(super) fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut response = Response::new(body.into());
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -280,7 +285,7 @@ fn failing_stream(first: Option<Bytes>) -> Body {
     Body::from_stream(futures_util::stream::iter(items))
 }
 
-async fn faulty(shared: &Shared, endpoint: Endpoint, fault: Fault, body: String, ruid: &str) -> Response {
+async fn faulty(shared: &Shared, endpoint: Endpoint, fault: Fault, body: Vec<u8>, ruid: &str) -> Response {
     let (status, response) = match fault {
         Fault::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -302,7 +307,7 @@ async fn faulty(shared: &Shared, endpoint: Endpoint, fault: Fault, body: String,
             );
             (200, r)
         }
-        Fault::Garbage => (200, json_response(StatusCode::OK, "this is not json {".into())),
+        Fault::Garbage => (200, json_response(StatusCode::OK, "this is not json {")),
         Fault::ApiError => (
             200,
             json_response(
