@@ -112,9 +112,7 @@ pub fn erase(store_path: &Path, which: Erase<'_>) -> Result<(EraseReport, String
     let mut conn = store::open_for_tools(store_path)?;
     let report = housekeeping::erase(&mut conn, which, now_ms())?;
     // secure_delete overwrote the file's copy; the WAL still holds the pages as they were until it is emptied.
-    housekeeping::truncate_wal(&conn)?;
-    // secure_delete overwrote the file's copy; the WAL still holds the pages as they were until it is emptied.
-    housekeeping::truncate_wal(&conn)?;
+    let emptied = housekeeping::truncate_wal(&conn)?;
     let what = match which {
         Erase::MessageId(id) => format!("message id {id}"),
         Erase::ConversationId(id) => format!("conversation id {id}"),
@@ -126,6 +124,14 @@ pub fn erase(store_path: &Path, which: Erase<'_>) -> Result<(EraseReport, String
             "erased {} message(s) for {what} ({} not yet delivered, now never sent); {} quarantined element(s) \
              removed; tombstones keep redeliveries out\n",
             report.erased, report.undelivered, report.quarantined_removed
+        )
+    };
+    let text = if emptied {
+        text
+    } else {
+        format!(
+            "{text}the write-ahead log could not be emptied now (a reader holds it); earlier copies of the erased \
+             text stay in it until the next maintenance run or daemon stop\n"
         )
     };
     Ok((report, text))

@@ -12,6 +12,8 @@ mod housekeeping;
 mod listeners;
 mod metrics;
 mod model;
+mod operability;
+mod privacy;
 mod recovery;
 mod stall;
 mod storage;
