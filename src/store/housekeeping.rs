@@ -31,6 +31,8 @@ pub struct RetentionReport {
     pub tombstones_deleted: u64,
     /// Records of fetched answers (`batches`) past `retention.tombstones` that nothing refers to any more.
     pub batches_deleted: u64,
+    /// The WAL was emptied after tombstoning (false: a reader held it; the maintenance job empties it).
+    pub wal_emptied: bool,
 }
 
 impl Store {
@@ -88,6 +90,11 @@ impl Store {
         if let Some(cutoff) = tombstones_before {
             report.tombstones_deleted = self.delete_in_chunks(delete_tombstones_chunk, cutoff).await?;
             report.batches_deleted = self.delete_in_chunks(delete_batches_chunk, cutoff).await?;
+        }
+        if report.tombstoned > 0 {
+            // The tombstones' content is overwritten in the file (secure_delete); the WAL's older copies of those
+            // pages go too.
+            report.wal_emptied = self.call(|conn| Ok(truncate_wal(conn)?)).await?;
         }
         Ok(report)
     }
