@@ -102,73 +102,29 @@ impl Metrics {
             job_last_success: Family::default(),
         };
         let r = &mut i.registry;
-        r.register(
-            "polls",
-            "GET /messaging/messages/latest answers, by outcome (messages, empty, error)",
-            i.polls.clone(),
-        );
-        r.register(
-            "batches",
-            "Answers with messages committed to the store",
-            i.batches.clone(),
-        );
-        r.register("messages_stored", "New messages stored", i.stored.clone());
-        r.register(
-            "redeliveries",
-            "Copies of already stored messages recognised and not stored again",
-            i.redeliveries.clone(),
-        );
-        r.register(
-            "quarantined",
-            "Elements that could not be understood, kept in quarantine",
-            i.quarantined.clone(),
-        );
-        r.register("confirms", "PUT confirms, by outcome (ok, unknown)", i.confirms.clone());
-        r.register(
-            "messages_confirmed",
-            "Messages removed upstream by successful confirms",
-            i.confirmed_messages.clone(),
-        );
-        r.register(
-            "deliveries",
-            "Webhook delivery attempts, by outcome (delivered, retry, dead)",
-            i.deliveries.clone(),
-        );
-        r.register(
-            "deliveries_pending",
-            "Deliveries waiting in the outbox",
-            i.pending.clone(),
-        );
-        r.register(
-            "oldest_pending_age_seconds",
-            "Age of the oldest pending delivery's message (0 when none is pending)",
-            i.oldest_pending_age.clone(),
-        );
-        r.register(
-            "dead_letters",
-            "Deliveries that gave up and wait for an operator",
-            i.dead_letters.clone(),
-        );
-        r.register(
-            "pms_failing",
-            "1 while the PMS webhook counts as failing (one probe at a time), else 0",
-            i.pms_failing.clone(),
-        );
-        r.register(
-            "request_duration_seconds",
-            "Outbound HTTP request latency, by peer and operation",
-            i.requests.clone(),
-        );
-        r.register(
-            "job_runs",
-            "Housekeeping job runs, by job and outcome (ok, failed)",
-            i.job_runs.clone(),
-        );
-        r.register(
-            "job_last_success_timestamp_seconds",
-            "Unix time of each job's last successful run in this process",
-            i.job_last_success.clone(),
-        );
+        // Each instrument with its name and help text; the registry keeps a handle, the struct the other.
+        macro_rules! register {
+            ($($name:literal, $help:literal => $field:ident;)*) => {
+                $(r.register($name, $help, i.$field.clone());)*
+            };
+        }
+        register! {
+            "polls", "GET /messaging/messages/latest answers, by outcome (messages, empty, error)" => polls;
+            "batches", "Answers with messages committed to the store" => batches;
+            "messages_stored", "New messages stored" => stored;
+            "redeliveries", "Copies of already stored messages recognised and not stored again" => redeliveries;
+            "quarantined", "Elements that could not be understood, kept in quarantine" => quarantined;
+            "confirms", "PUT confirms, by outcome (ok, unknown)" => confirms;
+            "messages_confirmed", "Messages removed upstream by successful confirms" => confirmed_messages;
+            "deliveries", "Webhook delivery attempts, by outcome (delivered, retry, dead)" => deliveries;
+            "deliveries_pending", "Deliveries waiting in the outbox" => pending;
+            "oldest_pending_age_seconds", "Age of the oldest pending delivery's message (0 when none is pending)" => oldest_pending_age;
+            "dead_letters", "Deliveries that gave up and wait for an operator" => dead_letters;
+            "pms_failing", "1 while the PMS webhook counts as failing (one probe at a time), else 0" => pms_failing;
+            "request_duration_seconds", "Outbound HTTP request latency, by peer and operation" => requests;
+            "job_runs", "Housekeeping job runs, by job and outcome (ok, failed)" => job_runs;
+            "job_last_success_timestamp_seconds", "Unix time of each job's last successful run in this process" => job_last_success;
+        }
         Metrics(Arc::new(i))
     }
 

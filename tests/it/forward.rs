@@ -662,19 +662,6 @@ fn cpu_ticks(pid: i32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// Waits until every one of the first `n` deliveries has a recorded failed attempt.
-async fn attempted(relay: &TestRelay, n: i64) {
-    relay
-        .wait_for_store("the first round's failures recorded", |db| {
-            db.query_row("SELECT count(*) FROM deliveries WHERE attempts > 0", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .unwrap_or(0)
-                >= n
-        })
-        .await;
-}
-
 #[tokio::test]
 async fn a_failing_pms_with_every_retry_scheduled_later_is_waited_for_without_spinning() {
     let mut relay = TestRelay::with()
@@ -690,7 +677,7 @@ async fn a_failing_pms_with_every_retry_scheduled_later_is_waited_for_without_sp
         });
     }
     relay.run();
-    attempted(&relay, 4).await;
+    relay.wait_for_attempts(4).await;
     // An observation window, not a synchronisation: a loop that spins spends most of it on the CPU.
     let pid = relay.daemon().pid();
     let before = cpu_ticks(pid);
@@ -716,7 +703,7 @@ async fn a_pms_that_fails_while_a_request_hangs_is_waited_for_without_spinning()
         forward_section(&relay.pms, "concurrency = 4").replace("request_timeout = \"2s\"", "request_timeout = \"5s\"");
     relay.write_config(&section);
     relay.run();
-    attempted(&relay, 3).await;
+    relay.wait_for_attempts(3).await;
     within(5, "the hanging request", relay.pms.wait_for(|s| s.in_flight == 1)).await;
     // An observation window inside the hanging request's timeout, not a synchronisation.
     let pid = relay.daemon().pid();
@@ -742,7 +729,7 @@ async fn retry_now_after_an_outage_sends_what_waited_at_once_even_at_a_slow_prob
         .await;
     relay.pms.set_down(true);
     relay.run();
-    attempted(&relay, 4).await;
+    relay.wait_for_attempts(4).await;
 
     // The operator knows the PMS is back.
     relay.pms.set_down(false);

@@ -63,15 +63,7 @@ async fn a_two_second_pms_outage_stops_forwarding_for_seconds_not_minutes() {
     relay.pms.set_down(true);
     relay.enqueue(205, 0..40);
     relay.run();
-    relay
-        .wait_for_store("the first round's failures recorded", |db| {
-            db.query_row("SELECT count(*) FROM deliveries WHERE attempts > 0", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .unwrap_or(0)
-                >= 14
-        })
-        .await;
+    relay.wait_for_attempts(14).await;
     relay.pms.set_down(false);
     let back = Instant::now();
     within(

@@ -213,15 +213,7 @@ async fn messages_the_pms_refuses_are_their_own_failures_and_never_slow_the_othe
         relay.pms.always(&webhook_id(sample), status);
     }
     relay.ota.enqueue(refused.clone());
-    relay
-        .wait_for_store("the three refused once", |db| {
-            db.query_row("SELECT count(*) FROM deliveries WHERE attempts > 0", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .unwrap_or(0)
-                >= 3
-        })
-        .await;
+    relay.wait_for_attempts(3).await;
     // A trickle of good messages: each goes at once.
     for i in 3..8 {
         let sample = guest_message(204, i);

@@ -373,6 +373,12 @@ pub struct Setup {
     pms: FakePmsOptions,
     queued: Vec<SampleMessage>,
     stored: Vec<SampleMessage>,
+    run: RunConfig,
+}
+
+/// How the daemon is configured and run: kept by the relay, which writes the configuration from it.
+#[derive(Default)]
+struct RunConfig {
     forward: Option<String>,
     booking: String,
     sections: String,
@@ -409,34 +415,34 @@ impl Setup {
 
     /// Forward to the fake PMS (quick retries); `keys` adds or overrides `[forward]` keys.
     pub fn forward(mut self, keys: &str) -> Setup {
-        self.forward = Some(keys.to_owned());
+        self.run.forward = Some(keys.to_owned());
         self
     }
 
     /// Token authentication (client id and secret exchanged at the fake's token endpoint).
     pub fn token_auth(mut self) -> Setup {
         self.ota.auth = token_fake_auth();
-        self.token = true;
+        self.run.token = true;
         self
     }
 
     /// More `[booking]` keys.
     pub fn booking(mut self, keys: &str) -> Setup {
-        self.booking.push_str(keys);
-        self.booking.push('\n');
+        self.run.booking.push_str(keys);
+        self.run.booking.push('\n');
         self
     }
 
     /// More sections, written after the others.
     pub fn config(mut self, sections: &str) -> Setup {
-        self.sections.push_str(sections);
-        self.sections.push('\n');
+        self.run.sections.push_str(sections);
+        self.run.sections.push('\n');
         self
     }
 
     /// Runs the daemon with this soft limit on open files.
     pub fn open_files(mut self, limit: u64) -> Setup {
-        self.open_files = Some(limit);
+        self.run.open_files = Some(limit);
         self
     }
 
@@ -447,13 +453,13 @@ impl Setup {
             .local_addr()
             .unwrap()
             .port();
-        self.ops_port = Some(port);
+        self.run.ops_port = Some(port);
         self
     }
 
     /// An environment variable for every run of the daemon.
     pub fn env(mut self, name: &str, value: &str) -> Setup {
-        self.envs.push((name.to_owned(), value.to_owned()));
+        self.run.envs.push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -470,13 +476,7 @@ impl Setup {
             pms,
             notifications,
             notify_socket,
-            forward: self.forward,
-            booking: self.booking,
-            sections: self.sections,
-            envs: self.envs,
-            token: self.token,
-            open_files: self.open_files,
-            ops_port: self.ops_port,
+            run: self.run,
             queued: self.queued,
             stored: self.stored,
             daemon: None,
@@ -501,6 +501,19 @@ impl Setup {
         relay
     }
 
+    /// A store the real binary drained the queue into and was stopped on, its WAL folded into the file (so the
+    /// file alone is the store).
+    pub async fn drained(self) -> TestRelay {
+        let mut relay = self.start().await;
+        within(30, "drained", relay.ota.wait_for(|s| s.drained())).await;
+        relay.stop().await;
+        relay
+            .db()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        relay
+    }
+
     /// [`Self::prepare`], then the real binary, started and ready (systemd's READY=1).
     pub async fn start(self) -> TestRelay {
         let mut relay = self.prepare().await;
@@ -516,13 +529,7 @@ pub struct TestRelay {
     pub pms: FakePms,
     pub notifications: Notifications,
     notify_socket: PathBuf,
-    forward: Option<String>,
-    booking: String,
-    sections: String,
-    envs: Vec<(String, String)>,
-    token: bool,
-    open_files: Option<u64>,
-    ops_port: Option<u16>,
+    run: RunConfig,
     queued: Vec<SampleMessage>,
     stored: Vec<SampleMessage>,
     daemon: Option<Daemon>,
@@ -541,13 +548,7 @@ impl TestRelay {
             pms: FakePmsOptions::default(),
             queued: Vec::new(),
             stored: Vec::new(),
-            forward: None,
-            booking: String::new(),
-            sections: String::new(),
-            envs: Vec::new(),
-            token: false,
-            open_files: None,
-            ops_port: None,
+            run: RunConfig::default(),
         }
     }
 
@@ -557,7 +558,7 @@ impl TestRelay {
 
     /// The health and metrics listener's base URL ([`Setup::ops_listener`]).
     pub fn ops_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ops_port.expect("an ops listener"))
+        format!("http://127.0.0.1:{}", self.run.ops_port.expect("an ops listener"))
     }
 
     /// The store file.
@@ -578,24 +579,38 @@ impl TestRelay {
         &self.stored
     }
 
+    /// Waits until at least `n` deliveries have a recorded attempt.
+    pub async fn wait_for_attempts(&self, n: i64) {
+        self.wait_for_store(&format!("{n} deliveries attempted"), |db| {
+            db.query_row("SELECT count(*) FROM deliveries WHERE attempts > 0", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap_or(0)
+                >= n
+        })
+        .await
+    }
+
     /// Writes the configuration again, `sections` in place of the ones the setup gave (`""` keeps none).
     pub fn write_config(&self, replacing: &str) {
         let sections = if replacing.is_empty() {
-            &self.sections
+            &self.run.sections
         } else {
             replacing
         };
         let forward = self
+            .run
             .forward
             .as_deref()
             .map(|keys| forward_section(&self.pms, keys))
             .unwrap_or_default();
         let ops = self
+            .run
             .ops_port
             .map(|port| format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
             .unwrap_or_default();
         let extra = format!("{forward}{sections}{ops}");
-        let credentials = if self.token {
+        let credentials = if self.run.token {
             format!(
                 "auth = \"token\"\nclient_id = \"relay-client\"\nclient_secret = \"{CLIENT_SECRET}\"\ntoken_url = \"{}\"",
                 self.ota.token_url()
@@ -603,7 +618,7 @@ impl TestRelay {
         } else {
             format!("username = \"relay\"\npassword = \"{PASSWORD}\"")
         };
-        let booking = format!("{credentials}\n{}", self.booking);
+        let booking = format!("{credentials}\n{}", self.run.booking);
         write_config_with(self.dir.path(), &self.ota.base_url(), &booking, &extra);
     }
 
@@ -622,11 +637,11 @@ impl TestRelay {
     /// Starts the real binary on the configuration (it must not be running).
     pub fn run(&mut self) {
         assert!(self.daemon.is_none(), "the daemon runs already");
-        let mut envs: Vec<(&str, &str)> = self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut envs: Vec<(&str, &str)> = self.run.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         envs.push(("NOTIFY_SOCKET", self.notify_socket.to_str().unwrap()));
         let config = self.config();
         let args = ["run", "--config", config.to_str().unwrap()];
-        self.daemon = Some(Daemon::spawn_limited(&args, &envs, self.open_files));
+        self.daemon = Some(Daemon::spawn_limited(&args, &envs, self.run.open_files));
     }
 
     /// Waits for the `n`th READY=1 (one per start of the daemon).
