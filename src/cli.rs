@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, ConfigError, DEFAULT_CONFIG_PATH};
@@ -235,7 +234,7 @@ pub fn main() -> ExitCode {
                 silent_for: max_silent,
                 ..Default::default()
             }
-            .fitted_to(&settings.booking);
+            .fitted_to(settings.pull());
             match crate::ops::status::read(&settings.store.path, thresholds) {
                 Ok(status) => {
                     if json {
@@ -332,14 +331,14 @@ fn backfill(config_path: &std::path::Path, args: BackfillArgs) -> ExitCode {
         order_by: args.order_by,
         max_wait: args.max_wait,
     };
+    let Some(booking) = &settings.booking else {
+        eprintln!("ota-relay: backfill searches Booking.com: the configuration has no [booking] section");
+        return ExitCode::from(EX_CONFIG);
+    };
     let run = async {
         let store = crate::store::Store::open(&settings.store.path, crate::store::Access::Shared)?;
-        let client = crate::channel::booking::BookingClient::new(
-            &settings.booking,
-            store.clone(),
-            crate::metrics::Metrics::new(),
-        )
-        .context("cannot build the Booking.com HTTP client")?;
+        let client =
+            crate::channel::booking::BookingClient::new(booking, store.clone(), crate::metrics::Metrics::new())?;
         let report =
             crate::channel::booking::backfill::run(&client, &store, &request, |line| println!("{line}")).await?;
         println!("{report}");

@@ -6,13 +6,16 @@
 //! the value was written) the line.
 
 mod booking;
+mod channex;
 mod forward;
 mod http;
 mod jobs;
 mod log;
+mod receive;
 mod render;
 mod retention;
 mod secret;
+mod staah;
 mod store;
 pub mod value;
 
@@ -20,13 +23,19 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use booking::{BookingAuth, BookingSettings, DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, ENV_CLIENT_SECRET, ENV_PASSWORD};
+pub use booking::{
+    BookingAuth, BookingSettings, DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, ENV_CLIENT_SECRET, ENV_PASSWORD, NoCredentials,
+    NotificationSettings,
+};
+pub use channex::ChannexSettings;
 pub use forward::{ENV_SECRET as ENV_FORWARD_SECRET, ForwardSettings, RetryPolicy};
 pub use http::HttpSettings;
 pub use jobs::{JobsSettings, Schedule};
 pub use log::{LogFormat, LogSettings};
+pub use receive::{Listen, ReceiveSettings};
 pub use retention::RetentionSettings;
 pub use secret::{Secret, SecretSource};
+pub use staah::StaahSettings;
 pub use store::{DEFAULT_STORE_PATH, StoreSettings};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ota-relay/ota-relay.toml";
@@ -52,7 +61,16 @@ pub struct Settings {
     pub source: PathBuf,
     #[serde(default)]
     pub store: StoreSettings,
-    pub booking: BookingSettings,
+    /// Booking.com: the pull (`pull = true`), its notifications, or both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booking: Option<BookingSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staah: Option<StaahSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channex: Option<ChannexSettings>,
+    /// The HTTP listener for every push; required when a push source is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive: Option<ReceiveSettings>,
     #[serde(default)]
     pub log: LogSettings,
     /// Absent: nothing is sent; deliveries wait in the outbox until it is configured.
@@ -76,7 +94,10 @@ impl Settings {
         Settings {
             source: "(built in)".into(),
             store: StoreSettings { path: store },
-            booking,
+            booking: Some(booking),
+            staah: None,
+            channex: None,
+            receive: None,
             log: LogSettings::default(),
             forward: None,
             jobs: JobsSettings::off(),
@@ -86,9 +107,55 @@ impl Settings {
         }
     }
 
+    /// The Booking.com queue drain, when it runs.
+    pub fn pull(&self) -> Option<&BookingSettings> {
+        self.booking.as_ref().filter(|b| b.pull)
+    }
+
+    /// Whether any source pushes (and so the receiver listens).
+    pub fn pushes(&self) -> bool {
+        self.booking.as_ref().is_some_and(|b| b.notifications.is_some())
+            || self.staah.is_some()
+            || self.channex.is_some()
+    }
+
     fn finish(&mut self, cx: &mut Cx<'_>) -> Result<(), ConfigError> {
         self.store.finish(cx)?;
-        self.booking.finish(cx)?;
+        if let Some(booking) = &mut self.booking {
+            booking.finish(cx)?;
+        }
+        if let Some(staah) = &mut self.staah {
+            staah.finish(cx)?;
+        }
+        if let Some(channex) = &mut self.channex {
+            channex.finish(cx)?;
+        }
+        if let Some(receive) = &mut self.receive {
+            receive.finish(cx)?;
+        }
+        if self.pull().is_none() && !self.pushes() {
+            let key = if self.booking.is_some() {
+                "booking.pull"
+            } else {
+                "(top level)"
+            };
+            return Err(cx.invalid(
+                key,
+                "no source of messages is configured: add [booking] (the Booking.com pull), \
+                 [booking.notifications] (Booking.com's pushes), [staah] or [channex]",
+            ));
+        }
+        if self.pushes() && self.receive.is_none() {
+            return Err(cx.invalid(
+                "receive",
+                "missing section [receive]: the push sources configured ([booking.notifications], [staah], \
+                 [channex]) need its listen address (like listen = \"0.0.0.0:8443\", or \"systemd\")",
+            ));
+        }
+        if self.receive.is_some() && !self.pushes() {
+            cx.warnings
+                .push("[receive] is configured but no source pushes: it listens for nothing".into());
+        }
         if let Some(forward) = &mut self.forward {
             forward.finish(cx)?;
         }

@@ -13,6 +13,10 @@ const MARK: char = '\u{1}';
 
 /// Optional sections, and what their absence means.
 const ABSENT: &[(&str, &str)] = &[
+    ("booking", "no Booking.com pull or notifications."),
+    ("staah", "no STAAH pushes."),
+    ("channex", "no Channex webhook."),
+    ("receive", "no push listener."),
     ("forward", "messages are stored and wait in the outbox."),
     ("http", "no health or metrics listener."),
 ];

@@ -177,6 +177,23 @@ impl Cx<'_> {
         })
     }
 
+    /// A secret that may be left out: None when none of its sources is set.
+    pub(super) fn optional_secret(
+        &self,
+        keys: Keys<'_>,
+        inline: Option<Written>,
+        file: Option<PathBuf>,
+    ) -> Result<Option<Secret>, ConfigError> {
+        let env_set = keys
+            .env
+            .and_then(|var| (self.env)(var))
+            .is_some_and(|v| !v.trim().is_empty());
+        if inline.is_none() && file.is_none() && (!env_set || !self.resolve_secrets) {
+            return Ok(None);
+        }
+        self.secret(keys, inline, file).map(Some)
+    }
+
     /// One or more secrets (the first is current, the rest are kept during a rotation): a list in the key, one per
     /// line in the file, separated by spaces in the environment. Each must pass `check`.
     pub(super) fn secrets(

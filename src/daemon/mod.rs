@@ -180,7 +180,7 @@ async fn start_ops_listener(settings: &Settings, cx: &Context) -> anyhow::Result
     let router = crate::web::ops::router(
         cx.store.path().to_owned(),
         cx.metrics.clone(),
-        crate::ops::status::Thresholds::default().fitted_to(&settings.booking),
+        crate::ops::status::Thresholds::default().fitted_to(settings.pull()),
     );
     let limits = crate::web::Limits::default();
     Ok(Some(tokio::spawn(crate::web::serve(

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio_util::task::TaskTracker;
 
 use super::Context;
@@ -21,7 +20,10 @@ impl Workers {
     pub(super) fn start(settings: &Settings, daemon: &Context) -> anyhow::Result<Workers> {
         let cx = daemon.child();
         let tracker = TaskTracker::new();
-        let drainer = Drainer::new(&settings.booking, &cx).context("cannot build the Booking.com HTTP client")?;
+        let drainer = match settings.pull() {
+            Some(booking) => Some(Drainer::new(booking, &cx)?),
+            None => None,
+        };
         let forwarder = match &settings.forward {
             Some(forward) => Some(Forwarder::new(forward, &cx)?),
             None => {
@@ -29,7 +31,9 @@ impl Workers {
                 None
             }
         };
-        tracker.spawn(drainer.run());
+        if let Some(drainer) = drainer {
+            tracker.spawn(drainer.run());
+        }
         if let Some(forwarder) = forwarder {
             tracker.spawn(forwarder.run());
         }
@@ -90,7 +94,9 @@ fn spawn_jobs(tracker: &TaskTracker, settings: &Settings, cx: &Context) {
 
 /// Long enough for a commit and one confirm in flight; the unit's TimeoutStopSec must exceed it.
 pub fn shutdown_grace(settings: &Settings) -> Duration {
-    let drain = settings.booking.request_timeout * 2 + Duration::from_secs(5);
+    let drain = settings
+        .pull()
+        .map_or(Duration::ZERO, |b| b.request_timeout * 2 + Duration::from_secs(5));
     let forward = settings
         .forward
         .as_ref()

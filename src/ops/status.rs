@@ -23,6 +23,8 @@ pub struct Thresholds {
     pub parse_failing_for: Duration,
     /// No poll has been recorded for longer than this: the daemon is stopped, or its drain loop is stuck.
     pub silent_for: Duration,
+    /// The pull runs, so polls are expected.
+    pub expect_polls: bool,
 }
 
 impl Default for Thresholds {
@@ -32,6 +34,7 @@ impl Default for Thresholds {
             failing_for: Duration::from_secs(15 * 60),
             parse_failing_for: Duration::from_secs(5 * 60),
             silent_for: Duration::from_secs(15 * 60),
+            expect_polls: true,
         }
     }
 }
@@ -39,9 +42,16 @@ impl Default for Thresholds {
 impl Thresholds {
     /// Raises `silent_for` to twice the longest quiet spell this configuration has without failing (a poll
     /// interval or backoff wait and two request timeouts), so that a long `poll_interval` is not reported.
-    pub fn fitted_to(mut self, booking: &BookingSettings) -> Thresholds {
-        let quiet = booking.poll_interval.max(booking.backoff_max) + 2 * booking.request_timeout;
-        self.silent_for = self.silent_for.max(2 * quiet);
+    /// Without a pull (`None`) no poll is expected, and silence is no problem: a receiver that accepts nothing for
+    /// long is not unhealthy by itself.
+    pub fn fitted_to(mut self, pull: Option<&BookingSettings>) -> Thresholds {
+        match pull {
+            Some(booking) => {
+                let quiet = booking.poll_interval.max(booking.backoff_max) + 2 * booking.request_timeout;
+                self.silent_for = self.silent_for.max(2 * quiet);
+            }
+            None => self.expect_polls = false,
+        }
         self
     }
 }
@@ -137,6 +147,7 @@ fn problems(
         ));
     }
     if let Some((_, times)) = source
+        && thresholds.expect_polls
         && let Some(at) = times.last_poll_at
         && now.since(at).as_secs() > thresholds.silent_for.as_secs()
     {

@@ -133,8 +133,8 @@ async fn a_token_refused_from_the_start_is_a_credentials_problem_and_never_prese
 #[tokio::test]
 async fn a_rejected_client_secret_is_reported_without_revealing_it() {
     let relay = TestRelay::with().token_auth().queued(5, 0..1).in_process().await;
-    let mut settings = relay.settings().booking;
-    if let ota_relay::config::BookingAuth::Token { client_secret, .. } = &mut settings.auth {
+    let mut settings = relay.booking();
+    if let Some(ota_relay::config::BookingAuth::Token { client_secret, .. }) = &mut settings.auth {
         *client_secret = ota_relay::config::Secret::inline("not-the-secret");
     }
     let mut drainer = relay.drainer_with(&settings, &CancellationToken::new());

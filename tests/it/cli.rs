@@ -80,7 +80,7 @@ async fn bad_configurations_exit_78_naming_the_file_and_the_key() {
         (
             "[store]\npath = \"x\"\n".to_owned(),
             &[],
-            vec!["booking", "missing section"],
+            vec!["[booking]", "no source of messages", "[staah]", "[channex]"],
         ),
         ("[booking\n".to_owned(), &[], vec!["line 1"]),
         (
@@ -215,8 +215,8 @@ fn a_secret_file_has_its_trailing_newline_trimmed() {
     std::fs::write(&file, "line-secret\n").unwrap();
     let text = format!("[booking]\nusername = \"u\"\npassword_file = \"{}\"\n", file.display());
     let settings = ota_relay::config::parse(Path::new("t.toml"), &text, &|_| None).unwrap();
-    match settings.booking.auth {
-        ota_relay::config::BookingAuth::Basic { password, .. } => {
+    match settings.booking.unwrap().auth {
+        Some(ota_relay::config::BookingAuth::Basic { password, .. }) => {
             assert_eq!(password.expose(), "line-secret")
         }
         _ => panic!("basic expected"),

@@ -134,7 +134,8 @@ fn the_systemd_unit_is_sandboxed_to_an_exposure_of_at_most_2() {
     let defaults =
         ota_relay::config::parse_for_tools(std::path::Path::new("defaults.toml"), "[booking]\nusername = \"u\"\n")
             .unwrap()
-            .booking;
+            .booking
+            .unwrap();
     let longest = defaults.poll_interval.max(defaults.backoff_max) + 2 * defaults.request_timeout;
     assert!(watchdog > longest, "WatchdogSec {watchdog:?} <= {longest:?}");
     // systemd-analyze ships with systemd; on a machine without it the directives above are all we can check.

@@ -296,11 +296,11 @@ async fn cancellation_during_a_fetch_stops_without_confirming() {
 #[tokio::test]
 async fn wrong_basic_credentials_are_reported_as_a_credentials_problem() {
     let setup = relay(5, same).await;
-    let mut settings = setup.settings().booking;
-    settings.auth = ota_relay::config::BookingAuth::Basic {
+    let mut settings = setup.booking();
+    settings.auth = Some(ota_relay::config::BookingAuth::Basic {
         username: "relay".into(),
         password: ota_relay::config::Secret::inline("wrong"),
-    };
+    });
     let mut drainer = setup.drainer_with(&settings, &CancellationToken::new());
     match drainer.drain_once().await {
         Err(DrainError::Fetch(e @ FetchError::Unauthorized { .. })) => {

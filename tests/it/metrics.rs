@@ -208,7 +208,7 @@ async fn token_exchanges_are_timed_with_the_other_booking_requests() {
     let ota = &relay.ota;
     let cx = context(relay.store(), &CancellationToken::new());
     let metrics = cx.metrics.clone();
-    let mut drainer = Drainer::new(&relay.settings().booking, &cx).unwrap();
+    let mut drainer = Drainer::new(&relay.booking(), &cx).unwrap();
     drainer.drain_once().await.unwrap();
     drainer.drain_once().await.unwrap();
 

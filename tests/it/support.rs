@@ -779,9 +779,14 @@ impl TestRelay {
         self.store.as_ref().expect("a relay started in_process")
     }
 
+    /// The `[booking]` section as the daemon reads it.
+    pub fn booking(&self) -> BookingSettings {
+        self.settings().booking.expect("a [booking] section")
+    }
+
     /// A drain loop on the in-process store and the relay's configuration, stopped by `cancel`.
     pub fn drainer_until(&self, cancel: &CancellationToken) -> Drainer {
-        self.drainer_with(&self.settings().booking, cancel)
+        self.drainer_with(&self.booking(), cancel)
     }
 
     /// A drain loop on the in-process store with other Booking.com settings.
@@ -791,7 +796,7 @@ impl TestRelay {
 
     /// A drain loop on `store` (opened by the test, e.g. again after a simulated restart).
     pub fn drainer_on(&self, store: &Store) -> Drainer {
-        Drainer::new(&self.settings().booking, &context(store, &CancellationToken::new())).unwrap()
+        Drainer::new(&self.booking(), &context(store, &CancellationToken::new())).unwrap()
     }
 
     /// A drain loop on the in-process store, as the daemon builds it.

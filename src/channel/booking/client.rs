@@ -141,6 +141,15 @@ impl std::fmt::Display for FailureKind {
     }
 }
 
+/// Why a Booking.com client cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot build the Booking.com HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    NoCredentials(#[from] crate::config::NoCredentials),
+}
+
 pub struct BookingClient {
     http: reqwest::Client,
     latest_url: Url,
@@ -160,11 +169,11 @@ pub struct SearchQuery {
 
 impl BookingClient {
     /// Token exchanges are timed into `metrics` (the other requests are timed by the drain loop).
-    pub fn new(settings: &BookingSettings, store: Store, metrics: Metrics) -> Result<BookingClient, reqwest::Error> {
+    pub fn new(settings: &BookingSettings, store: Store, metrics: Metrics) -> Result<BookingClient, ClientError> {
         let http = http_client::client(settings.request_timeout)?;
         let base = settings.base_url.as_str().trim_end_matches('/');
         let endpoint = |path: &str| Url::parse(&format!("{base}{path}")).expect("base_url was validated as a URL");
-        let auth = match &settings.auth {
+        let auth = match settings.credentials()? {
             BookingAuth::Basic { username, password } => Auth::basic(username, password),
             BookingAuth::Token {
                 client_id,

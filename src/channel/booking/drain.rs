@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::channel::booking::auth::AuthError;
-use crate::channel::booking::client::FailureKind;
+use crate::channel::booking::client::{ClientError, FailureKind};
 use crate::channel::booking::{BookingClient, FetchError, PROVIDER};
 use crate::config::BookingSettings;
 use crate::daemon::notify;
@@ -90,7 +90,7 @@ pub struct Drainer {
 impl Drainer {
     /// A drain loop on `cx`: it stores into its store, counts into its metrics, wakes the forwarder after every
     /// commit that stored new messages, stops on its cancellation, and reports a replaced store as fatal.
-    pub fn new(settings: &BookingSettings, cx: &Context) -> Result<Drainer, reqwest::Error> {
+    pub fn new(settings: &BookingSettings, cx: &Context) -> Result<Drainer, ClientError> {
         Ok(Drainer {
             client: BookingClient::new(settings, cx.store.clone(), cx.metrics.clone())?,
             store: cx.store.clone(),
