@@ -36,6 +36,12 @@ struct JobLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PushLabels {
+    source: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabel {
     job: &'static str,
 }
@@ -69,6 +75,7 @@ struct Instruments {
     requests: Family<RequestLabels, Histogram, LatencyBuckets>,
     job_runs: Family<JobLabels, Counter>,
     job_last_success: Family<JobLabel, Gauge>,
+    pushes: Family<PushLabels, Counter>,
 }
 
 /// Cheap to clone; every clone feeds the same registry.
@@ -100,6 +107,7 @@ impl Metrics {
             requests: Family::new_with_constructor(LatencyBuckets),
             job_runs: Family::default(),
             job_last_success: Family::default(),
+            pushes: Family::default(),
         };
         let r = &mut i.registry;
         // Each instrument with its name and help text; the registry keeps a handle, the struct the other.
@@ -124,6 +132,7 @@ impl Metrics {
             "request_duration_seconds", "Outbound HTTP request latency, by peer and operation" => requests;
             "job_runs", "Housekeeping job runs, by job and outcome (ok, failed)" => job_runs;
             "job_last_success_timestamp_seconds", "Unix time of each job's last successful run in this process" => job_last_success;
+            "pushes", "Pushed requests, by source and outcome (stored, duplicate, quarantined, ignored, refused, unavailable)" => pushes;
         }
         Metrics(Arc::new(i))
     }
@@ -154,6 +163,10 @@ impl Metrics {
             .requests
             .get_or_create(&RequestLabels { peer, operation })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn push(&self, source: &'static str, outcome: &'static str) {
+        self.0.pushes.get_or_create(&PushLabels { source, outcome }).inc();
     }
 
     pub fn pms_failing(&self, failing: bool) {

@@ -112,11 +112,14 @@ impl Settings {
         self.booking.as_ref().filter(|b| b.pull)
     }
 
+    /// `[booking.notifications]`, when Booking.com pushes.
+    pub fn notifications(&self) -> Option<&NotificationSettings> {
+        self.booking.as_ref().and_then(|b| b.notifications.as_ref())
+    }
+
     /// Whether any source pushes (and so the receiver listens).
     pub fn pushes(&self) -> bool {
-        self.booking.as_ref().is_some_and(|b| b.notifications.is_some())
-            || self.staah.is_some()
-            || self.channex.is_some()
+        self.notifications().is_some() || self.staah.is_some() || self.channex.is_some()
     }
 
     fn finish(&mut self, cx: &mut Cx<'_>) -> Result<(), ConfigError> {

@@ -4,6 +4,7 @@
 
 mod context;
 pub mod notify;
+mod receiving;
 mod reload;
 mod signals;
 mod workers;
@@ -20,6 +21,7 @@ pub use workers::shutdown_grace;
 
 use crate::config::Settings;
 use crate::store::{Access, Store};
+use receiving::Receiving;
 use workers::Workers;
 
 /// SIGHUP requests, and the handle that applies a new log level.
@@ -66,13 +68,19 @@ pub async fn serve(
     reloads: Option<Reloads>,
 ) -> anyhow::Result<()> {
     let listener = start_ops_listener(settings, &cx).await?;
+    let receiving = Receiving::start(settings, &cx).await?;
     let workers = Workers::start(settings, &cx)?;
-    // The store is open and checked, and every worker runs.
-    notify::ready("started; first poll under way");
+    // The store is open and checked, every worker runs and the receiver listens.
+    notify::ready(if settings.pull().is_some() {
+        "started; first poll under way"
+    } else {
+        "started; receiving pushes"
+    });
     let mut daemon = Daemon {
         running: settings.clone(),
         cx,
         workers,
+        receiving,
         failure: None,
     };
     daemon.event_loop(fatal, reloads).await;
@@ -83,6 +91,7 @@ struct Daemon {
     running: Settings,
     cx: Context,
     workers: Workers,
+    receiving: Option<Receiving>,
     /// Why the daemon stopped on its own: it exits 1 so that systemd starts it again.
     failure: Option<anyhow::Error>,
 }
@@ -118,7 +127,13 @@ impl Daemon {
     /// Restarts the workers with a changed configuration (the old generation first stops completely). False
     /// when shutdown began meanwhile.
     async fn handle_reload(&mut self, log: &crate::telemetry::LogHandle) -> bool {
-        let Some(new) = reload::reload(&self.running, log) else {
+        let receiving = &self.receiving;
+        let receiver = |new: &Settings| match receiving {
+            Some(receiving) => receiving.reload(new),
+            None if new.pushes() => vec!["[receive] (a push source added starts listening at the next restart)"],
+            None => Vec::new(),
+        };
+        let Some(new) = reload::reload(&self.running, log, receiver) else {
             return true;
         };
         tracing::info!("restarting the workers with the new configuration");
@@ -156,7 +171,12 @@ impl Daemon {
             grace_s = grace.as_secs(),
             "shutting down: finishing the batch, the deliveries in flight and a running job"
         );
-        self.workers.stop(grace, &self.cx).await;
+        let receiving = self.receiving.map(Receiving::stop);
+        let (_, ()) = tokio::join!(self.workers.stop(grace, &self.cx), async {
+            if let Some(stopping) = receiving {
+                stopping.await;
+            }
+        });
         if let Some(task) = listener {
             let _ = task.await;
         }

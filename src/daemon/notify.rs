@@ -1,5 +1,5 @@
 //! systemd's notification protocol (`Type=notify`): READY once the workers run, a one-line STATUS, STOPPING, and
-//! WATCHDOG=1 from the drain loop. Outside systemd (no NOTIFY_SOCKET) every call is a no-op.
+//! WATCHDOG=1 from the drain loop (or, without the pull, from the receiver). Outside systemd (no NOTIFY_SOCKET) every call is a no-op.
 
 use sd_notify::NotifyState;
 
@@ -25,6 +25,11 @@ pub fn extend_start(by: std::time::Duration, status: &str) {
 /// The drain loop is alive: sent after every iteration and every slice of a wait.
 pub fn watchdog() {
     send(&[NotifyState::Watchdog]);
+}
+
+/// How often to ping: a third of `WatchdogSec`, when systemd watches this process.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    sd_notify::watchdog_enabled().map(|every| (every / 3).max(std::time::Duration::from_millis(100)))
 }
 
 fn send(states: &[NotifyState]) {

@@ -2,10 +2,15 @@
 
 use crate::config::Settings;
 
-/// SIGHUP: re-reads the file. An invalid file changes nothing; the log level applies at once; the store path,
-/// the listen address and the log format need a restart and are kept. Returns the settings to restart the
-/// workers with, when anything they use changed.
-pub(super) fn reload(running: &Settings, log: &crate::telemetry::LogHandle) -> Option<Settings> {
+/// SIGHUP: re-reads the file. An invalid file changes nothing; the log level applies at once, and `receiver`
+/// applies the push credentials and TLS files (returning the keys it cannot apply); the store path, the listen
+/// addresses and the log format need a restart and are kept. Returns the settings to restart the workers with,
+/// when anything they use changed.
+pub(super) fn reload(
+    running: &Settings,
+    log: &crate::telemetry::LogHandle,
+    receiver: impl FnOnce(&Settings) -> Vec<&'static str>,
+) -> Option<Settings> {
     super::notify::status("reloading configuration");
     let mut new = match crate::config::load(&running.source) {
         Ok(new) => new,
@@ -24,7 +29,10 @@ pub(super) fn reload(running: &Settings, log: &crate::telemetry::LogHandle) -> O
             Err(e) => tracing::error!(error = %e, "cannot apply log.level"),
         }
     }
-    let mut restart_needed = Vec::new();
+    let mut restart_needed = receiver(&new);
+    if new.receive.as_ref().map(|r| r.listen) != running.receive.as_ref().map(|r| r.listen) {
+        new.receive = running.receive.clone();
+    }
     if new.store.path != running.store.path {
         restart_needed.push("store.path");
         new.store = running.store.clone();
@@ -45,6 +53,13 @@ pub(super) fn reload(running: &Settings, log: &crate::telemetry::LogHandle) -> O
     }
     let mut same_level = new.clone();
     same_level.log.level = running.log.level.clone();
+    // The receiver applied its part itself; the workers do not use it.
+    same_level.receive = running.receive.clone();
+    same_level.staah = running.staah.clone();
+    same_level.channex = running.channex.clone();
+    if let (Some(new), Some(running)) = (&mut same_level.booking, &running.booking) {
+        new.notifications = running.notifications.clone();
+    }
     if same_level == *running {
         if restart_needed.is_empty() {
             tracing::info!("configuration reloaded");

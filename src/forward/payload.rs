@@ -1,7 +1,8 @@
 //! The webhook payload: a contract with the PMS (and outside checks).
 //!
 //! `sequence` is the store's `seq` (grows with arrival, so gaps are visible); ids are strings; `role` is lower
-//! case; `sent_at` is the OTA's timestamp as sent; `raw` embeds the stored bytes verbatim.
+//! case; `sent_at` is the OTA's timestamp as sent; `raw` embeds the stored bytes verbatim (for a push, the whole
+//! request body).
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -18,7 +19,10 @@ struct Payload<'a> {
 
 #[derive(Serialize)]
 struct Data<'a> {
-    provider: &'a str,
+    /// The OTA (`booking.com`, `airbnb`, `expedia`); null when a channel manager did not say.
+    provider: Option<&'a str>,
+    /// The path it came by (`booking_pull`, `booking_notification`, `staah`, `channex`).
+    source: &'a str,
     message_id: &'a str,
     sequence: i64,
     conversation: Conversation<'a>,
@@ -56,7 +60,8 @@ pub fn render(stored: &StoredMessage, attempt: Millis) -> Result<Vec<u8>, serde_
         kind: "message.received",
         timestamp: attempt.rfc3339(),
         data: Data {
-            provider: &stored.provider,
+            provider: stored.ota.as_deref(),
+            source: &stored.source,
             message_id: &m.message_id,
             sequence: stored.seq,
             conversation: Conversation {

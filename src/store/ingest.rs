@@ -1,10 +1,19 @@
-//! The one write path for messages: every answer (a poll, a search page) is committed here, in one transaction
-//! across the tables it touches. For a polled answer it is the step that makes a confirm upstream legal.
+//! The one write path for messages: every answer (a poll, a search page) and every push is committed here, in
+//! one transaction across the tables it touches. For a polled answer it is the step that makes a confirm
+//! upstream legal; for a push, the step that makes its 2xx legal.
+//!
+//! Pushes share commits ([`Ingest`]): the pushes that arrive while one commit runs go into the next, so each is
+//! durable (synchronous=FULL) before it is answered without costing a fsync of its own.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rusqlite::TransactionBehavior;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::batches::{self, BatchOrigin, BatchSummary};
-use super::messages::{self, NewMessage};
+use super::messages::{self, NewMessage, Origin};
+use super::push_stats::{self, Tally};
 use super::{Millis, Store, StoreError, deliveries, quarantine, receipts, source_state};
 
 /// One fetched answer, parsed element by element.
@@ -84,7 +93,7 @@ impl Store {
                 for element in &batch.elements {
                     match element {
                         Element::Message(m) => {
-                            let stored = insert_message.run(batch.provider, m, at)?;
+                            let stored = insert_message.run(batch.provider, Origin::BOOKING_PULL, m, at)?;
                             if stored {
                                 // The outbox row commits with the message or not at all: no stored message can
                                 // miss its delivery, and a redelivered one never gets a second.
@@ -102,7 +111,7 @@ impl Store {
                                 &p.raw,
                                 p.raw_exact.as_deref(),
                                 &p.reason,
-                                batch_id,
+                                Some(batch_id),
                                 at,
                             )?;
                             summary.quarantined += 1;
@@ -125,5 +134,204 @@ impl Store {
             })
         })
         .await
+    }
+}
+
+/// One pushed request, parsed: a message to store, or what could not be understood (kept byte for byte).
+#[derive(Debug, Clone)]
+pub struct Push {
+    /// The push source's name (`booking_notification`, `staah`, `channex`), for its counts and its quarantine.
+    pub source: &'static str,
+    pub content: PushContent,
+}
+
+#[derive(Debug, Clone)]
+pub enum PushContent {
+    Message {
+        /// The dedup namespace: `booking.com` (shared with the pull), `staah:<channel>`, `channex`.
+        namespace: String,
+        ota: Option<String>,
+        push_id: Option<String>,
+        message: Box<NewMessage>,
+    },
+    Quarantine(Poison),
+}
+
+/// What a committed push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    Stored,
+    /// Stored before (a sender's retry, or the same message by pull): nothing changed.
+    Duplicate,
+    Quarantined,
+}
+
+/// Stores pushes in one transaction, with the counts of `tallies` (failed authentications and acknowledged
+/// events counted meanwhile). Returns only after COMMIT (synchronous=FULL) succeeded.
+fn commit_pushes(
+    conn: &mut rusqlite::Connection,
+    pushes: &[Push],
+    tallies: &[(&'static str, Tally)],
+    file: Option<&super::OpenFile>,
+) -> Result<Vec<PushOutcome>, StoreError> {
+    let at = super::now_ms();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut counts: Vec<(&'static str, Tally)> = tallies.to_vec();
+    let mut outcomes = Vec::with_capacity(pushes.len());
+    {
+        let mut insert_message = messages::Insert::prepare(&tx)?;
+        let mut insert_delivery = deliveries::InsertPending::prepare(&tx)?;
+        for push in pushes {
+            let outcome = match &push.content {
+                PushContent::Message {
+                    namespace,
+                    ota,
+                    push_id,
+                    message,
+                } => {
+                    let origin = Origin {
+                        source: push.source,
+                        ota: ota.as_deref(),
+                        push_id: push_id.as_deref(),
+                    };
+                    if insert_message.run(namespace, origin, message, at)? {
+                        insert_delivery.run(tx.last_insert_rowid(), at)?;
+                        PushOutcome::Stored
+                    } else {
+                        PushOutcome::Duplicate
+                    }
+                }
+                PushContent::Quarantine(p) => {
+                    quarantine::upsert(&tx, push.source, &p.raw, p.raw_exact.as_deref(), &p.reason, None, at)?;
+                    PushOutcome::Quarantined
+                }
+            };
+            let tally = tally_of(&mut counts, push.source);
+            match outcome {
+                PushOutcome::Stored => tally.accepted += 1,
+                PushOutcome::Duplicate => tally.duplicates += 1,
+                PushOutcome::Quarantined => tally.quarantined += 1,
+            }
+            outcomes.push(outcome);
+        }
+    }
+    for (source, tally) in &counts {
+        push_stats::add(&tx, source, tally, at)?;
+    }
+    if let Some(file) = file {
+        file.verify()?;
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+fn tally_of<'a>(counts: &'a mut Vec<(&'static str, Tally)>, source: &'static str) -> &'a mut Tally {
+    let index = match counts.iter().position(|(s, _)| *s == source) {
+        Some(i) => i,
+        None => {
+            counts.push((source, Tally::default()));
+            counts.len() - 1
+        }
+    };
+    &mut counts[index].1
+}
+
+/// The most pushes one commit takes; the rest wait for the next.
+const GROUP: usize = 512;
+/// How often counts gathered without a push (refused requests) are written.
+const TALLY_EVERY: Duration = Duration::from_secs(10);
+
+struct Job {
+    push: Push,
+    answer: oneshot::Sender<Result<PushOutcome, StoreError>>,
+}
+
+/// The group commit of pushes: a handle to submit them, and the task that commits them.
+#[derive(Clone)]
+pub struct Ingest {
+    jobs: mpsc::Sender<Job>,
+    pending: Arc<Mutex<Vec<(&'static str, Tally)>>>,
+}
+
+impl Ingest {
+    /// Starts the committer on `store`; `committed` is woken after every commit that stored a new message. The
+    /// task ends once every handle is dropped and what was submitted is committed.
+    pub fn start(store: Store, committed: Arc<Notify>) -> (Ingest, tokio::task::JoinHandle<()>) {
+        let (jobs, queue) = mpsc::channel(4 * GROUP);
+        let pending = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn(run_committer(store, queue, pending.clone(), committed));
+        (Ingest { jobs, pending }, task)
+    }
+
+    /// Stores `push` and answers once it is durable (or the store refused it: then nothing is stored).
+    pub async fn submit(&self, push: Push) -> Result<PushOutcome, StoreError> {
+        let (answer, answered) = oneshot::channel();
+        self.jobs
+            .send(Job { push, answer })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answered.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Counts a request of `source` that stores nothing (a failed authentication, an event acknowledged and
+    /// ignored); written with the next commit, or within [`TALLY_EVERY`].
+    pub fn count(&self, source: &'static str, add: impl FnOnce(&mut Tally)) {
+        let mut pending = self.pending.lock().expect("tally lock");
+        add(tally_of(&mut pending, source));
+    }
+}
+
+async fn run_committer(
+    store: Store,
+    mut queue: mpsc::Receiver<Job>,
+    pending: Arc<Mutex<Vec<(&'static str, Tally)>>>,
+    committed: Arc<Notify>,
+) {
+    let file = store.open_file();
+    loop {
+        let mut jobs = Vec::new();
+        tokio::select! {
+            received = queue.recv_many(&mut jobs, GROUP) => {
+                if received == 0 {
+                    break;
+                }
+            }
+            _ = tokio::time::sleep(TALLY_EVERY) => {}
+        }
+        let tallies: Vec<(&'static str, Tally)> = std::mem::take(&mut *pending.lock().expect("tally lock"));
+        if jobs.is_empty() && tallies.iter().all(|(_, t)| t.is_empty()) {
+            continue;
+        }
+        let pushes: Vec<Push> = jobs.iter().map(|j| j.push.clone()).collect();
+        let file = file.clone();
+        let retry = tallies.clone();
+        let result = store
+            .call(move |conn| commit_pushes(conn, &pushes, &tallies, file.as_ref()))
+            .await;
+        match result {
+            Ok(outcomes) => {
+                if outcomes.contains(&PushOutcome::Stored) {
+                    committed.notify_one();
+                }
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let _ = job.answer.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                // Nothing of this commit is stored: every push in it is refused (and sent again by its sender);
+                // the counts wait for the next commit.
+                pending.lock().expect("tally lock").extend(retry);
+                for job in jobs {
+                    let _ = job.answer.send(Err(e.for_each_caller()));
+                }
+            }
+        }
+    }
+    let tallies: Vec<(&'static str, Tally)> = std::mem::take(&mut *pending.lock().expect("tally lock"));
+    if !tallies.is_empty() {
+        let file = store.open_file();
+        let _ = store
+            .call(move |conn| commit_pushes(conn, &[], &tallies, file.as_ref()))
+            .await;
     }
 }

@@ -26,11 +26,32 @@ pub struct NewMessage {
     pub raw_exact: Option<Vec<u8>>,
 }
 
+/// Where a message came from: the path (`booking_pull`, `booking_notification`, `staah`, `channex`), the OTA it
+/// belongs to when known (`booking.com`, `airbnb`, `expedia`), and a push's own id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin<'a> {
+    pub source: &'a str,
+    pub ota: Option<&'a str>,
+    pub push_id: Option<&'a str>,
+}
+
+impl Origin<'static> {
+    /// The Booking.com queue (and its search).
+    pub const BOOKING_PULL: Origin<'static> = Origin {
+        source: "booking_pull",
+        ota: Some("booking.com"),
+        push_id: None,
+    };
+}
+
 /// A stored message as the outbox and the tools read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
     pub seq: i64,
+    /// The dedup namespace (`booking.com`, `staah:<channel>`, `channex`): with the message id, the `webhook-id`.
     pub provider: String,
+    pub source: String,
+    pub ota: Option<String>,
     pub first_seen_at: Millis,
     pub message: NewMessage,
 }
@@ -68,7 +89,7 @@ pub fn webhook_id(provider: &str, message_id: &str) -> String {
 /// The columns [`read_at`] reads, for a query that names the table `m`.
 pub(super) const COLUMNS: &str = "m.seq, m.provider, m.message_id, m.conversation_id, m.conversation_type,
     m.conversation_reference, m.property_id, m.sender_id, m.sender_role, m.sender_name, m.content,
-    m.attachment_ids, m.sent_at, m.first_seen_at, m.raw, m.raw_exact";
+    m.attachment_ids, m.sent_at, m.first_seen_at, m.raw, m.raw_exact, m.source, m.ota";
 
 /// A [`StoredMessage`] from [`COLUMNS`], starting at column `offset`.
 pub(super) fn read_at(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Result<StoredMessage> {
@@ -76,6 +97,8 @@ pub(super) fn read_at(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Resul
     Ok(StoredMessage {
         seq: row.get(offset)?,
         provider: row.get(offset + 1)?,
+        source: row.get(offset + 16)?,
+        ota: row.get(offset + 17)?,
         first_seen_at: row.get(offset + 13)?,
         message: NewMessage {
             message_id: row.get(offset + 2)?,
@@ -103,8 +126,8 @@ impl<'c> Insert<'c> {
         conn.prepare_cached(
             "INSERT INTO messages (provider, message_id, conversation_id, conversation_type,
                  conversation_reference, property_id, sender_id, sender_role, sender_name, content,
-                 attachment_ids, sent_at, first_seen_at, raw, raw_exact)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                 attachment_ids, sent_at, first_seen_at, raw, raw_exact, source, ota, push_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
              ON CONFLICT (provider, message_id) DO NOTHING",
         )
         .map(Insert)
@@ -112,7 +135,13 @@ impl<'c> Insert<'c> {
 
     /// Stores `m` unless the provider's message id is stored already: true if it was new (its `seq` is then
     /// the connection's last insert rowid).
-    pub(super) fn run(&mut self, provider: &str, m: &NewMessage, at: Millis) -> rusqlite::Result<bool> {
+    pub(super) fn run(
+        &mut self,
+        provider: &str,
+        origin: Origin<'_>,
+        m: &NewMessage,
+        at: Millis,
+    ) -> rusqlite::Result<bool> {
         let attachments = serde_json::to_string(&m.attachment_ids).unwrap_or_else(|_| "[]".into());
         let inserted = self.0.execute(params![
             provider,
@@ -130,6 +159,9 @@ impl<'c> Insert<'c> {
             at,
             m.raw,
             m.raw_exact,
+            origin.source,
+            origin.ota,
+            origin.push_id,
         ])?;
         Ok(inserted == 1)
     }

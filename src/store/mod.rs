@@ -12,6 +12,7 @@ pub mod housekeeping;
 mod ingest;
 pub mod job_runs;
 pub mod messages;
+pub mod push_stats;
 pub mod quarantine;
 pub mod receipts;
 mod schema;
@@ -29,8 +30,8 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 pub use batches::{BatchOrigin, BatchSummary};
-pub use ingest::{Committed, ConfirmCount, Element, IncomingBatch, Poison};
-pub use messages::{NewMessage, StoredMessage};
+pub use ingest::{Committed, ConfirmCount, Element, IncomingBatch, Ingest, Poison, Push, PushContent, PushOutcome};
+pub use messages::{NewMessage, Origin, StoredMessage};
 pub use schema::SCHEMA_VERSION;
 pub use token_exchanges::Reservation;
 
@@ -93,6 +94,9 @@ pub enum StoreError {
     Replaced(PathBuf),
     #[error("the store thread has stopped")]
     Closed,
+    /// A commit shared by several callers failed, for the reason given (each caller gets its copy).
+    #[error("{0}")]
+    Refused(String),
     #[error(
         "a store operation panicked (a bug: the log has the panic message); its transaction, if still open, was \
          rolled back"
@@ -110,6 +114,15 @@ pub enum OpenCause {
 }
 
 impl StoreError {
+    /// The same failure for another caller of a shared commit: its kind kept where callers act on it.
+    pub fn for_each_caller(&self) -> StoreError {
+        match self {
+            StoreError::Full(text) => StoreError::Full(text.clone()),
+            StoreError::Replaced(path) => StoreError::Replaced(path.clone()),
+            other => StoreError::Refused(other.to_string()),
+        }
+    }
+
     fn open(path: &Path, what: impl Into<String>, source: Option<OpenCause>) -> StoreError {
         StoreError::Open {
             path: path.to_owned(),

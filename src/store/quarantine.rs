@@ -13,7 +13,7 @@ pub(super) fn upsert(
     raw: &str,
     raw_exact: Option<&[u8]>,
     reason: &str,
-    batch_id: i64,
+    batch_id: Option<i64>,
     at: Millis,
 ) -> rusqlite::Result<()> {
     let exact = raw_exact.unwrap_or(raw.as_bytes());

@@ -192,6 +192,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_due ON deliveries (next_attempt_at, seq) WHERE state = 'pending';
     CREATE INDEX deliveries_dead ON deliveries (done_at) WHERE state = 'dead';
     "#,
+    // 8: pushed messages. `provider` stays the dedup namespace (`booking.com` for the pull and Booking.com's
+    // notifications alike, `staah:<channel>`, `channex`); `ota` names the OTA for the PMS, `source` the path the
+    // message came by, `push_id` a push's own id (a notification's uuid). What each push source accepted and
+    // refused, for status.
+    r#"
+    ALTER TABLE messages ADD COLUMN source TEXT NOT NULL DEFAULT 'booking_pull';
+    ALTER TABLE messages ADD COLUMN ota TEXT DEFAULT 'booking.com';
+    ALTER TABLE messages ADD COLUMN push_id TEXT;
+    CREATE TABLE push_stats (
+        source           TEXT PRIMARY KEY,
+        accepted         INTEGER NOT NULL DEFAULT 0,   -- new messages stored
+        duplicates       INTEGER NOT NULL DEFAULT 0,   -- already stored: acknowledged, nothing changed
+        quarantined      INTEGER NOT NULL DEFAULT 0,
+        ignored          INTEGER NOT NULL DEFAULT 0,   -- other event types, acknowledged
+        refused          INTEGER NOT NULL DEFAULT 0,   -- failed authentication
+        last_accepted_at INTEGER,
+        last_refused_at  INTEGER
+    ) STRICT;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -8,6 +8,8 @@
 //! process's file descriptors, which the outbound requests to the OTAs and the PMS need too.
 
 pub mod ops;
+pub mod receive;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,6 +55,18 @@ pub async fn serve(
     what: &'static str,
     limits: Limits,
 ) {
+    serve_tls(listener, router, cancel, what, limits, None).await
+}
+
+/// As [`serve`], speaking TLS when `tls` is given (the handshake bounded like the headers).
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    cancel: CancellationToken,
+    what: &'static str,
+    limits: Limits,
+    tls: Option<tls::Tls>,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
     loop {
@@ -82,9 +96,17 @@ pub async fn serve(
             },
         ));
         let cancel = cancel.clone();
+        let acceptor = tls.as_ref().map(tls::Tls::acceptor);
         connections.spawn(async move {
             let _slot = slot;
-            serve_connection(stream, peer, service, limits, cancel, what).await;
+            match acceptor {
+                None => serve_connection(stream, peer, service, limits, cancel, what).await,
+                Some(acceptor) => match tokio::time::timeout(limits.header_read, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, peer, service, limits, cancel, what).await,
+                    Ok(Err(e)) => tracing::debug!(listener = what, %peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(listener = what, %peer, "TLS handshake did not finish in time"),
+                },
+            }
         });
     }
     connections.close();
@@ -93,14 +115,15 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection<S>(
-    stream: tokio::net::TcpStream,
+async fn serve_connection<I, S>(
+    stream: I,
     peer: SocketAddr,
     service: S,
     limits: Limits,
     cancel: CancellationToken,
     what: &'static str,
 ) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = axum::response::Response>,
     S::Future: Send + 'static,
     S::Error: std::error::Error + Send + Sync + 'static,
@@ -125,6 +148,16 @@ async fn serve_connection<S>(
     if let Err(e) = ended {
         tracing::debug!(listener = what, %peer, error = %e, "connection ended with an error");
     }
+}
+
+/// Whether a presented credential is the expected one, in time that depends on neither value: both are hashed
+/// first (so neither length nor any prefix shows in the timing), then compared in constant time.
+pub fn same_secret(presented: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let a = Sha256::digest(presented.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    a.as_slice().ct_eq(b.as_slice()).into()
 }
 
 /// Binds `127.0.0.1:0` and serves `router` there until `stop` fires: the built-in fakes of the demo, the tests

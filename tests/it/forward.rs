@@ -446,6 +446,8 @@ async fn enabling_forward_on_a_store_with_history_delivers_the_backlog_oldest_fi
              ALTER TABLE receipts DROP COLUMN stored; ALTER TABLE batches DROP COLUMN origin;
              ALTER TABLE messages DROP COLUMN raw_exact; ALTER TABLE quarantine DROP COLUMN raw_exact;
              ALTER TABLE source_state DROP COLUMN failures;
+             ALTER TABLE messages DROP COLUMN source; ALTER TABLE messages DROP COLUMN ota;
+             ALTER TABLE messages DROP COLUMN push_id; DROP TABLE push_stats;
              PRAGMA user_version = 1;",
         )
         .unwrap();

@@ -14,6 +14,7 @@ mod metrics;
 mod model;
 mod operability;
 mod privacy;
+mod push;
 mod recovery;
 mod stall;
 mod storage;

@@ -287,6 +287,8 @@ async fn migrating_schema_5_keeps_every_delivery_and_checks_states_without_a_tem
              INSERT INTO deliveries VALUES (3, 'pending', 2, 30, 99, 40, 503, 'HTTP 503', NULL);
              ALTER TABLE messages DROP COLUMN raw_exact; ALTER TABLE quarantine DROP COLUMN raw_exact;
              ALTER TABLE source_state DROP COLUMN failures; ALTER TABLE job_runs DROP COLUMN stopped;
+             ALTER TABLE messages DROP COLUMN source; ALTER TABLE messages DROP COLUMN ota;
+             ALTER TABLE messages DROP COLUMN push_id; DROP TABLE push_stats;
              PRAGMA user_version = 5;",
         )
         .unwrap();

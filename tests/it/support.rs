@@ -126,6 +126,15 @@ pub fn forward_section(pms: &ota_relay::fake::FakePms, extra: &str) -> String {
     )
 }
 
+/// A port free a moment ago, for a listener the daemon binds.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Runs an operator command of the real binary to completion without blocking the runtime (the fakes it talks to
 /// may be served by this test's runtime).
 pub async fn command(config: &Path, args: &[&str]) -> std::process::Output {
@@ -386,6 +395,10 @@ struct RunConfig {
     token: bool,
     open_files: Option<u64>,
     ops_port: Option<u16>,
+    /// `[receive]` on this port, with every push source configured.
+    receive_port: Option<u16>,
+    /// The Channex thread lookup's base URL and key.
+    channex_api: Option<(String, String)>,
 }
 
 impl Setup {
@@ -448,13 +461,26 @@ impl Setup {
 
     /// A health and metrics listener on a free port (see [`TestRelay::ops_url`]).
     pub fn ops_listener(mut self) -> Setup {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        self.run.ops_port = Some(port);
+        self.run.ops_port = Some(free_port());
         self
+    }
+
+    /// The receiver on a free port, with Booking.com notifications, STAAH and Channex configured
+    /// ([`ota_relay::fake::PushCredentials::default`]); see [`TestRelay::senders`].
+    pub fn receiving(mut self) -> Setup {
+        self.run.receive_port = Some(free_port());
+        self
+    }
+
+    /// Channex's thread lookup against `api`.
+    pub fn channex_api(mut self, api: &ota_relay::fake::FakeChannex) -> Setup {
+        self.run.channex_api = Some((api.base_url(), api.api_key().to_owned()));
+        self
+    }
+
+    /// Pushes only: `[booking] pull = false`.
+    pub fn without_pull(self) -> Setup {
+        self.booking("pull = false")
     }
 
     /// An environment variable for every run of the daemon.
@@ -556,6 +582,15 @@ impl TestRelay {
         self.dir.path()
     }
 
+    /// The push senders, pointed at the receiver ([`Setup::receiving`]).
+    pub fn senders(&self) -> ota_relay::fake::Senders {
+        ota_relay::fake::Senders::new(&self.receive_url(), ota_relay::fake::PushCredentials::default())
+    }
+
+    pub fn receive_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.run.receive_port.expect("a receiver"))
+    }
+
     /// The health and metrics listener's base URL ([`Setup::ops_listener`]).
     pub fn ops_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.run.ops_port.expect("an ops listener"))
@@ -609,7 +644,25 @@ impl TestRelay {
             .ops_port
             .map(|port| format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
             .unwrap_or_default();
-        let extra = format!("{forward}{sections}{ops}");
+        let receive = self
+            .run
+            .receive_port
+            .map(|port| {
+                let c = ota_relay::fake::PushCredentials::default();
+                let api = self
+                    .run
+                    .channex_api
+                    .as_ref()
+                    .map(|(url, key)| (url.as_str(), key.as_str()));
+                format!(
+                    "[receive]\nlisten = \"127.0.0.1:{port}\"\n{}{}{}",
+                    c.notifications_section(),
+                    c.staah_section(),
+                    c.channex_section(api)
+                )
+            })
+            .unwrap_or_default();
+        let extra = format!("{forward}{sections}{ops}{receive}");
         let credentials = if self.run.token {
             format!(
                 "auth = \"token\"\nclient_id = \"relay-client\"\nclient_secret = \"{CLIENT_SECRET}\"\ntoken_url = \"{}\"",

@@ -5,7 +5,10 @@ pub mod auth;
 pub mod backfill;
 pub mod client;
 pub mod drain;
-mod envelope;
+pub(crate) mod envelope;
+pub mod notification;
+pub mod oauth;
+pub mod push;
 pub mod search_wire;
 pub mod wire;
 

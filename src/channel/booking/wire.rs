@@ -297,12 +297,20 @@ pub(crate) fn without_values(message: &str) -> String {
     out
 }
 
+fn role_name(participant_type: &str) -> String {
+    match participant_type.to_lowercase().as_str() {
+        "hotel" => "property".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
 fn into_new_message(m: WireMessage, raw: &str) -> NewMessage {
     let (sender_id, sender_role, sender_name) = match m.sender {
         Some(s) => {
             let (role, name) = match s.metadata {
-                // The docs list "property" and "GUEST": roles are compared and stored lower-case.
-                Some(md) => (md.participant_type.map(|t| t.to_lowercase()), md.name),
+                // The docs list "property" and "GUEST": roles are compared and stored lower-case. Notifications in
+                // public integrations say "hotel" for the property.
+                Some(md) => (md.participant_type.map(|t| role_name(&t)), md.name),
                 None => (None, None),
             };
             (s.participant_id.map(|i| i.0), role, name)
