@@ -69,6 +69,8 @@ pub struct Status {
     pub redeliveries_filtered: i64,
     pub quarantined: i64,
     pub deliveries: Deliveries,
+    /// Each push source that sent anything: accepted, duplicates, quarantined, ignored, refused.
+    pub pushes: Vec<store::push_stats::PushSource>,
     pub jobs: Vec<JobRun>,
 }
 
@@ -106,6 +108,7 @@ pub fn read(store_path: &Path, thresholds: Thresholds) -> Result<Status, StoreEr
             erased,
             dead_letters: outbox.dead,
         },
+        pushes: store::push_stats::all(&conn)?,
         jobs: job_runs::all(&conn)?,
         source: source.as_ref().map(|(s, _)| s.clone()),
     };
@@ -293,6 +296,19 @@ impl Status {
             let _ = writeln!(out, "erased before delivery: {}", d.erased);
         }
         let _ = writeln!(out, "dead letters:          {}", d.dead_letters);
+        for p in &self.pushes {
+            let last = p.last_accepted_at.clone().unwrap_or_else(|| "never".to_owned());
+            let _ = writeln!(
+                out,
+                "push {:<16} accepted {}, duplicates {}, quarantined {}, ignored {}, refused {}; last accepted {last}",
+                format!("{}:", p.source),
+                p.accepted,
+                p.duplicates,
+                p.quarantined,
+                p.ignored,
+                p.refused
+            );
+        }
         if self.jobs.is_empty() {
             let _ = writeln!(out, "jobs:                  none has run yet");
         }

@@ -15,6 +15,7 @@ mod model;
 mod operability;
 mod privacy;
 mod push;
+mod push_auth;
 mod recovery;
 mod stall;
 mod storage;

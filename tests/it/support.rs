@@ -399,6 +399,10 @@ struct RunConfig {
     receive_port: Option<u16>,
     /// The Channex thread lookup's base URL and key.
     channex_api: Option<(String, String)>,
+    /// More `[booking.notifications]` keys.
+    notification_keys: String,
+    /// The push senders' credentials, as configured (changed to test a rotation).
+    push_credentials: ota_relay::fake::PushCredentials,
 }
 
 impl Setup {
@@ -475,6 +479,13 @@ impl Setup {
     /// Channex's thread lookup against `api`.
     pub fn channex_api(mut self, api: &ota_relay::fake::FakeChannex) -> Setup {
         self.run.channex_api = Some((api.base_url(), api.api_key().to_owned()));
+        self
+    }
+
+    /// More `[booking.notifications]` keys.
+    pub fn notification_keys(mut self, keys: &str) -> Setup {
+        self.run.notification_keys.push_str(keys);
+        self.run.notification_keys.push('\n');
         self
     }
 
@@ -584,7 +595,14 @@ impl TestRelay {
 
     /// The push senders, pointed at the receiver ([`Setup::receiving`]).
     pub fn senders(&self) -> ota_relay::fake::Senders {
-        ota_relay::fake::Senders::new(&self.receive_url(), ota_relay::fake::PushCredentials::default())
+        ota_relay::fake::Senders::new(&self.receive_url(), self.run.push_credentials.clone())
+    }
+
+    /// Changes the configured push credentials and writes the configuration again (a SIGHUP or a restart
+    /// applies it); [`Self::senders`] then sends the new ones.
+    pub fn change_push_credentials(&mut self, change: impl FnOnce(&mut ota_relay::fake::PushCredentials)) {
+        change(&mut self.run.push_credentials);
+        self.write_config("");
     }
 
     pub fn receive_url(&self) -> String {
@@ -648,15 +666,16 @@ impl TestRelay {
             .run
             .receive_port
             .map(|port| {
-                let c = ota_relay::fake::PushCredentials::default();
+                let c = &self.run.push_credentials;
                 let api = self
                     .run
                     .channex_api
                     .as_ref()
                     .map(|(url, key)| (url.as_str(), key.as_str()));
                 format!(
-                    "[receive]\nlisten = \"127.0.0.1:{port}\"\n{}{}{}",
+                    "[receive]\nlisten = \"127.0.0.1:{port}\"\n{}{}\n{}{}",
                     c.notifications_section(),
+                    self.run.notification_keys,
                     c.staah_section(),
                     c.channex_section(api)
                 )

@@ -40,6 +40,12 @@ pub struct TokenIssuer {
     validation: Validation,
 }
 
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A token request that cannot be answered with a token, as RFC 6749 §5.2 names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -133,6 +139,8 @@ impl TokenIssuer {
         let key = mac.finalize().into_bytes();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        // Checked in `verifies`: jsonwebtoken accepts a token in its expiry second, RFC 7519 §4.1.4 does not.
+        validation.validate_exp = false;
         validation.set_audience(&[AUDIENCE]);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
@@ -168,11 +176,69 @@ impl TokenIssuer {
         (token, ttl)
     }
 
-    /// Whether `token` was issued by us for this client and has not expired.
-    pub fn verifies(&self, token: &str) -> bool {
+    /// Whether `token` was issued by us for this client and is still valid at `now_secs` (the current time must
+    /// be before `exp`).
+    pub fn verifies(&self, token: &str, now_secs: u64) -> bool {
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) => crate::web::same_secret(&data.claims.sub, &self.client_id),
+            Ok(data) => now_secs < data.claims.exp && crate::web::same_secret(&data.claims.sub, &self.client_id),
             Err(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn issuer(secret: &str) -> TokenIssuer {
+        let mut settings = NotificationSettings::new("cns", Secret::inline(secret));
+        settings.token_ttl = Duration::from_secs(60);
+        TokenIssuer::new(&settings)
+    }
+
+    #[test]
+    fn a_token_is_valid_until_its_expiry_second_and_only_under_its_own_secret() {
+        let issuer = issuer("first secret");
+        let (token, ttl) = issuer.issue(1_000);
+        assert_eq!(ttl, 60);
+        assert!(issuer.verifies(&token, 1_000));
+        assert!(issuer.verifies(&token, 1_059));
+        assert!(!issuer.verifies(&token, 1_060), "refused from the second of its expiry");
+        assert!(!self::issuer("rotated secret").verifies(&token, 1_000));
+        let mut tampered = token.clone();
+        tampered.insert(tampered.len() - 3, 'x');
+        assert!(!issuer.verifies(&tampered, 1_000));
+    }
+
+    #[test]
+    fn a_token_request_authenticates_one_way_only() {
+        use base64::engine::general_purpose::STANDARD;
+        let basic = format!("Basic {}", STANDARD.encode("cns:s%3Acret"));
+        let by_header = parse_request(Some(basic.as_bytes()), b"grant_type=client_credentials").unwrap();
+        assert_eq!(
+            (by_header.client_id.as_str(), by_header.client_secret.as_str()),
+            ("cns", "s:cret")
+        );
+        let by_form = parse_request(None, b"grant_type=client_credentials&client_id=cns&client_secret=x").unwrap();
+        assert_eq!(by_form.client_secret, "x");
+        let both = parse_request(Some(basic.as_bytes()), b"grant_type=client_credentials&client_id=cns");
+        assert!(matches!(both, Err(TokenError::InvalidRequest(_))));
+        assert_eq!(
+            parse_request(None, b"grant_type=password").unwrap_err(),
+            TokenError::UnsupportedGrantType
+        );
+        assert!(matches!(
+            parse_request(None, b"client_id=cns"),
+            Err(TokenError::InvalidRequest(_))
+        ));
+        assert_eq!(
+            parse_request(None, b"grant_type=client_credentials").unwrap_err(),
+            TokenError::InvalidClient
+        );
+        assert_eq!(
+            parse_request(Some(b"Basic !!!"), b"grant_type=client_credentials").unwrap_err(),
+            TokenError::InvalidClient
+        );
     }
 }

@@ -35,10 +35,7 @@ pub async fn token(State(receiver): State<Receiver>, request: Request) -> Respon
     });
     let response = match answer {
         Ok(()) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let (access_token, expires_in) = issuer.issue(now);
+            let (access_token, expires_in) = issuer.issue(oauth::now_secs());
             tracing::info!(peer = %admitted.peer, expires_in, "token issued to Booking.com's notification service");
             (
                 StatusCode::OK,
@@ -76,7 +73,10 @@ pub async fn notification(State(receiver): State<Receiver>, request: Request) ->
     let authenticate = |sources: &crate::web::receive::Sources, headers: &axum::http::HeaderMap| match &sources.booking
     {
         None => Auth::NotConfigured,
-        Some(issuer) => Auth::check(bearer_token(headers).is_some_and(|t| issuer.verifies(t)), "Bearer"),
+        Some(issuer) => Auth::check(
+            bearer_token(headers).is_some_and(|t| issuer.verifies(t, oauth::now_secs())),
+            "Bearer",
+        ),
     };
     let admitted = match receiver.admit(source, request, authenticate).await {
         Ok(admitted) => admitted,
