@@ -138,6 +138,10 @@ fn the_systemd_unit_is_sandboxed_to_an_exposure_of_at_most_2() {
             .unwrap();
     let longest = defaults.poll_interval.max(defaults.backoff_max) + 2 * defaults.request_timeout;
     assert!(watchdog > longest, "WatchdogSec {watchdog:?} <= {longest:?}");
+    let socket = std::fs::read_to_string(unit.with_file_name("ota-relay.socket")).unwrap();
+    for directive in ["[Socket]", "ListenStream=", "Accept=no", "WantedBy=sockets.target"] {
+        assert!(socket.contains(directive), "the socket unit lacks {directive}");
+    }
     // systemd-analyze ships with systemd; on a machine without it the directives above are all we can check.
     let Ok(output) = std::process::Command::new("systemd-analyze")
         .args(["security", "--offline=yes", "--threshold=20"])

@@ -16,6 +16,8 @@ mod operability;
 mod privacy;
 mod push;
 mod push_auth;
+mod push_crash;
+mod push_tls;
 mod recovery;
 mod stall;
 mod storage;

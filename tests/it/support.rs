@@ -157,13 +157,36 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Daemon {
-        Daemon::spawn_limited(args, envs, None)
+        Daemon::spawn_limited(args, envs, None, None)
     }
 
     /// [`Daemon::spawn`] with a soft limit on open files (systemd's default is 1024), as a unit without
     /// `LimitNOFILE=` runs it.
-    pub fn spawn_limited(args: &[&str], envs: &[(&str, &str)], open_files: Option<u64>) -> Daemon {
-        let mut command = tokio::process::Command::new(BIN);
+    /// With `listen_fd`, the daemon is socket-activated as systemd does it: the socket as descriptor 3,
+    /// `LISTEN_FDS=1` and `LISTEN_PID` its own pid (set by a shell that then execs it, keeping the pid).
+    pub fn spawn_limited(
+        args: &[&str],
+        envs: &[(&str, &str)],
+        open_files: Option<u64>,
+        listen_fd: Option<std::os::fd::RawFd>,
+    ) -> Daemon {
+        let mut command = match listen_fd {
+            None => tokio::process::Command::new(BIN),
+            Some(fd) => {
+                let mut command = tokio::process::Command::new("/bin/sh");
+                command.args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"", BIN]);
+                // SAFETY: dup2 is async-signal-safe, and nothing else runs in the child before exec.
+                unsafe {
+                    command.pre_exec(move || {
+                        if libc::dup2(fd, 3) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                command
+            }
+        };
         if let Some(limit) = open_files {
             // SAFETY: setrlimit is async-signal-safe, and nothing else runs in the child before exec.
             unsafe {
@@ -401,6 +424,10 @@ struct RunConfig {
     channex_api: Option<(String, String)>,
     /// More `[booking.notifications]` keys.
     notification_keys: String,
+    /// More `[receive]` keys.
+    receive_keys: String,
+    /// The receiver's socket, bound by the test and passed as systemd passes it (`listen = "systemd"`).
+    socket: Option<std::net::TcpListener>,
     /// The push senders' credentials, as configured (changed to test a rotation).
     push_credentials: ota_relay::fake::PushCredentials,
 }
@@ -476,9 +503,25 @@ impl Setup {
         self
     }
 
+    /// [`Self::receiving`] on a socket the test binds and passes to every run of the daemon, as
+    /// `ota-relay.socket` does: it stays open while the daemon restarts.
+    pub fn socket_activated(mut self) -> Setup {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        self.run.receive_port = Some(socket.local_addr().unwrap().port());
+        self.run.socket = Some(socket);
+        self
+    }
+
     /// Channex's thread lookup against `api`.
     pub fn channex_api(mut self, api: &ota_relay::fake::FakeChannex) -> Setup {
         self.run.channex_api = Some((api.base_url(), api.api_key().to_owned()));
+        self
+    }
+
+    /// More `[receive]` keys.
+    pub fn receive_keys(mut self, keys: &str) -> Setup {
+        self.run.receive_keys.push_str(keys);
+        self.run.receive_keys.push('\n');
         self
     }
 
@@ -672,8 +715,13 @@ impl TestRelay {
                     .channex_api
                     .as_ref()
                     .map(|(url, key)| (url.as_str(), key.as_str()));
+                let listen = match self.run.socket {
+                    Some(_) => "systemd".to_owned(),
+                    None => format!("127.0.0.1:{port}"),
+                };
                 format!(
-                    "[receive]\nlisten = \"127.0.0.1:{port}\"\n{}{}\n{}{}",
+                    "[receive]\nlisten = \"{listen}\"\n{}{}{}\n{}{}",
+                    self.run.receive_keys,
                     c.notifications_section(),
                     self.run.notification_keys,
                     c.staah_section(),
@@ -713,7 +761,8 @@ impl TestRelay {
         envs.push(("NOTIFY_SOCKET", self.notify_socket.to_str().unwrap()));
         let config = self.config();
         let args = ["run", "--config", config.to_str().unwrap()];
-        self.daemon = Some(Daemon::spawn_limited(&args, &envs, self.run.open_files));
+        let fd = self.run.socket.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        self.daemon = Some(Daemon::spawn_limited(&args, &envs, self.run.open_files, fd));
     }
 
     /// Waits for the `n`th READY=1 (one per start of the daemon).
