@@ -13,6 +13,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::forward::outbox::OutboxSummary;
+use crate::store::push_stats::PushSource;
 use crate::store::{BatchSummary, Millis};
 
 /// The media type of [`Metrics::encode`]'s answer (OpenMetrics, which Prometheus scrapes natively).
@@ -76,6 +77,12 @@ struct Instruments {
     job_runs: Family<JobLabels, Counter>,
     job_last_success: Family<JobLabel, Gauge>,
     pushes: Family<PushLabels, Counter>,
+    push_last_accepted: Family<SourceLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
 }
 
 /// Cheap to clone; every clone feeds the same registry.
@@ -108,6 +115,7 @@ impl Metrics {
             job_runs: Family::default(),
             job_last_success: Family::default(),
             pushes: Family::default(),
+            push_last_accepted: Family::default(),
         };
         let r = &mut i.registry;
         // Each instrument with its name and help text; the registry keeps a handle, the struct the other.
@@ -132,6 +140,7 @@ impl Metrics {
             "request_duration_seconds", "Outbound HTTP request latency, by peer and operation" => requests;
             "job_runs", "Housekeeping job runs, by job and outcome (ok, failed)" => job_runs;
             "job_last_success_timestamp_seconds", "Unix time of each job's last successful run in this process" => job_last_success;
+            "push_last_accepted_timestamp_seconds", "Unix time each push source's last new message was stored (from the store)" => push_last_accepted;
             "pushes", "Pushed requests, by source and outcome (stored, duplicate, quarantined, ignored, refused, unavailable)" => pushes;
         }
         Metrics(Arc::new(i))
@@ -184,9 +193,18 @@ impl Metrics {
         }
     }
 
-    /// The exposition, with the outbox gauges set from `outbox` (read from the store at `now`).
-    pub fn encode(&self, outbox: &OutboxSummary, now: Millis) -> String {
+    /// The exposition, with the outbox and push gauges set from `outbox` and `pushes` (read from the store at
+    /// `now`).
+    pub fn encode(&self, outbox: &OutboxSummary, pushes: &[PushSource], now: Millis) -> String {
         let i = &self.0;
+        for p in pushes {
+            if let Some(at) = p.last_accepted_ms {
+                let label = SourceLabel {
+                    source: p.source.clone(),
+                };
+                i.push_last_accepted.get_or_create(&label).set(at.unix_secs());
+            }
+        }
         i.pending.set(outbox.pending);
         i.dead_letters.set(outbox.dead);
         i.oldest_pending_age.set(outbox.oldest_pending_age_s(now).unwrap_or(0));

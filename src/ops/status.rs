@@ -121,16 +121,19 @@ pub fn read(store_path: &Path, thresholds: Thresholds) -> Result<Status, StoreEr
     Ok(status)
 }
 
-/// Only the verdict (what `/healthz` serves): reads the source and the outbox's pending and dead rows, none of
-/// the counts over the whole history that `read` reports.
-pub fn problems_now(store_path: &Path, thresholds: Thresholds) -> Result<Vec<String>, StoreError> {
+/// The verdict and each push source (what `/healthz` serves): reads the source, the outbox's pending and dead
+/// rows and the push counts, none of the counts over the whole history that `read` reports.
+pub fn problems_now(
+    store_path: &Path,
+    thresholds: Thresholds,
+) -> Result<(Vec<String>, Vec<store::push_stats::PushSource>), StoreError> {
     let conn = store::open_for_tools(store_path)?;
     let source = source_state::read(&conn)?;
     let outbox = deliveries::summary(&conn)?;
     let mut found = problems(store::now_ms(), thresholds, &outbox, &source);
     found.extend(job_problems(&job_runs::all(&conn)?));
     found.extend(disk_problem(store_path));
-    Ok(found)
+    Ok((found, store::push_stats::all(&conn)?))
 }
 
 fn problems(

@@ -31,6 +31,8 @@ pub struct RetentionReport {
     pub tombstones_deleted: u64,
     /// Records of fetched answers (`batches`) past `retention.tombstones` that nothing refers to any more.
     pub batches_deleted: u64,
+    /// Quarantined elements (pulled or pushed) last seen before `retention.content`, deleted.
+    pub quarantined_deleted: u64,
     /// The WAL was emptied after tombstoning (false: a reader held it; the maintenance job empties it).
     pub wal_emptied: bool,
 }
@@ -86,12 +88,13 @@ impl Store {
                     _ => break,
                 }
             }
+            report.quarantined_deleted = self.delete_in_chunks(delete_quarantine_chunk, cutoff).await?;
         }
         if let Some(cutoff) = tombstones_before {
             report.tombstones_deleted = self.delete_in_chunks(delete_tombstones_chunk, cutoff).await?;
             report.batches_deleted = self.delete_in_chunks(delete_batches_chunk, cutoff).await?;
         }
-        if report.tombstoned > 0 {
+        if report.tombstoned > 0 || report.quarantined_deleted > 0 {
             // The tombstones' content is overwritten in the file (secure_delete); the WAL's older copies of those
             // pages go too.
             report.wal_emptied = self.call(|conn| Ok(truncate_wal(conn)?)).await?;
@@ -150,6 +153,10 @@ fn delete_tombstones_chunk(conn: &mut Connection, cutoff: Millis) -> rusqlite::R
     }
     tx.commit()?;
     Ok(seqs.len())
+}
+
+fn delete_quarantine_chunk(conn: &mut Connection, cutoff: Millis) -> rusqlite::Result<usize> {
+    quarantine::delete_seen_before(conn, cutoff, CHUNK)
 }
 
 /// Otherwise one row per answer with messages, forever.

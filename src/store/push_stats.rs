@@ -56,6 +56,8 @@ pub struct PushSource {
     pub refused: i64,
     pub last_accepted_at: Option<String>,
     pub last_refused_at: Option<String>,
+    #[serde(skip)]
+    pub last_accepted_ms: Option<Millis>,
 }
 
 pub fn all(conn: &Connection) -> rusqlite::Result<Vec<PushSource>> {
@@ -73,6 +75,7 @@ pub fn all(conn: &Connection) -> rusqlite::Result<Vec<PushSource>> {
             refused: r.get(5)?,
             last_accepted_at: r.get::<_, Option<Millis>>(6)?.map(format_ms),
             last_refused_at: r.get::<_, Option<Millis>>(7)?.map(format_ms),
+            last_accepted_ms: r.get(6)?,
         })
     })?
     .collect()

@@ -110,13 +110,27 @@ fn names(raw: &str, id: &str) -> bool {
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     };
+    // The pull's elements, and the pushes' whole bodies: a Booking.com notification, STAAH, Channex.
     [
         &value["message_id"],
         &value["conversation"]["conversation_id"],
         &value["payload"]["message_id"],
+        &value["payload"]["conversation"]["conversation_id"],
+        &value["messageid"],
+        &value["threadid"],
+        &value["payload"]["id"],
+        &value["payload"]["message_thread_id"],
     ]
     .into_iter()
     .any(|v| text(v).as_deref() == Some(id))
+}
+
+/// Retention: elements last seen before `cutoff` (they hold guest text like any message). How many.
+pub(super) fn delete_seen_before(conn: &Connection, cutoff: Millis, limit: usize) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine WHERE last_seen_at < ?1 LIMIT ?2)",
+        params![cutoff, limit as i64],
+    )
 }
 
 pub fn count(conn: &Connection) -> rusqlite::Result<i64> {

@@ -36,14 +36,21 @@ async fn healthz(State(shared): State<Shared>) -> Response {
     let path = shared.store_path.clone();
     let read = tokio::task::spawn_blocking(move || status::problems_now(&path, shared.thresholds)).await;
     match read {
-        Ok(Ok(problems)) if problems.is_empty() => {
-            (StatusCode::OK, axum::Json(json!({ "status": "healthy" }))).into_response()
+        Ok(Ok((problems, pushes))) => {
+            let (code, mut body) = if problems.is_empty() {
+                (StatusCode::OK, json!({ "status": "healthy" }))
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({ "status": "degraded", "problems": problems }),
+                )
+            };
+            // Only where something pushes: a pull-only relay answers as it always has.
+            if !pushes.is_empty() {
+                body["pushes"] = json!(pushes);
+            }
+            (code, axum::Json(body)).into_response()
         }
-        Ok(Ok(problems)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "degraded", "problems": problems })),
-        )
-            .into_response(),
         Ok(Err(e)) => unreadable(&crate::http_client::chain(&e)),
         Err(e) => unreadable(&e.to_string()),
     }
@@ -61,13 +68,16 @@ async fn scrape(State(shared): State<Shared>) -> Response {
     let path = shared.store_path.clone();
     let read = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
         let conn = store::open_for_tools(&path)?;
-        Ok(crate::store::deliveries::summary(&conn)?)
+        Ok((
+            crate::store::deliveries::summary(&conn)?,
+            crate::store::push_stats::all(&conn)?,
+        ))
     })
     .await;
     match read {
-        Ok(Ok(outbox)) => (
+        Ok(Ok((outbox, pushes))) => (
             [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-            shared.metrics.encode(&outbox, now_ms()),
+            shared.metrics.encode(&outbox, &pushes, now_ms()),
         )
             .into_response(),
         Ok(Err(e)) => (

@@ -212,7 +212,7 @@ async fn token_exchanges_are_timed_with_the_other_booking_requests() {
     drainer.drain_once().await.unwrap();
     drainer.drain_once().await.unwrap();
 
-    let text = metrics.encode(&OutboxSummary::default(), now_ms());
+    let text = metrics.encode(&OutboxSummary::default(), &[], now_ms());
     let m = openmetrics_parser::openmetrics::parse_openmetrics(&text).unwrap();
     let (exchanges, gets) = ota.read(|s| (s.token_exchanges.len(), s.gets));
     assert_eq!((exchanges, gets), (1, 2));
@@ -225,4 +225,57 @@ async fn token_exchanges_are_timed_with_the_other_booking_requests() {
     };
     assert_eq!(timed("token"), 1.0, "{text}");
     assert_eq!(timed("latest"), 2.0, "{text}");
+}
+
+#[tokio::test]
+async fn metrics_and_healthz_show_each_push_source() {
+    let mut relay = TestRelay::with()
+        .receiving()
+        .without_pull()
+        .ops_listener()
+        .start()
+        .await;
+    let senders = relay.senders();
+    let sample = ota_relay::fake::pushes::staah_message(950, 1);
+    assert_eq!(senders.staah(&sample.body).await.unwrap().status, 200);
+    assert_eq!(senders.staah(&sample.body).await.unwrap().status, 200);
+    let mut wrong = senders.clone();
+    wrong.credentials.channex_secret = "wrong".into();
+    let channex = ota_relay::fake::pushes::channex_message(950, 1, "t");
+    assert_eq!(wrong.channex(&channex.body).await.unwrap().status, 401);
+
+    let base = relay.ops_url();
+    let (m, text) = scrape_until(&base, "the pushes counted", |m| {
+        m.families
+            .contains_key("ota_relay_push_last_accepted_timestamp_seconds")
+    })
+    .await;
+    let pushes = |source, outcome| value(&m, "ota_relay_pushes", &[("source", source), ("outcome", outcome)]);
+    assert_eq!(pushes("staah", "stored"), 1.0, "{text}");
+    assert_eq!(pushes("staah", "duplicate"), 1.0, "{text}");
+    assert_eq!(pushes("channex", "refused"), 1.0, "{text}");
+    let last = value(
+        &m,
+        "ota_relay_push_last_accepted_timestamp_seconds",
+        &[("source", "staah")],
+    );
+    assert!((last - now_ms().unix_secs() as f64).abs() < 60.0, "{text}");
+
+    let (status, _, body) = get(&format!("{base}/healthz")).await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let staah = health["pushes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["source"] == "staah")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (staah["accepted"].as_i64(), staah["duplicates"].as_i64()),
+        (Some(1), Some(1)),
+        "{body}"
+    );
+    assert!(staah["last_accepted_at"].is_string(), "{body}");
+    relay.stop().await;
 }

@@ -126,3 +126,44 @@ async fn quarantine_reasons_and_config_errors_never_quote_the_value() {
     assert!(stderr.contains("booking.password"), "{stderr}");
     assert!(!stderr.contains("482913577061"), "the value was echoed: {stderr}");
 }
+
+#[tokio::test]
+async fn erase_and_retention_reach_quarantined_push_bodies() {
+    let mut relay = TestRelay::with().receiving().without_pull().start().await;
+    let senders = relay.senders();
+    // Authenticated but not understood (no messageid / no payload id): kept whole in quarantine.
+    let staah = r#"{"message": "my card is 4111 1111", "channel_id": "19", "threadid": "thread-erase-1"}"#;
+    assert_eq!(senders.staah(staah).await.unwrap().status, 400);
+    let channex = r#"{"event": "message", "payload": {"message": "room 12 code 4471", "message_thread_id": "thread-erase-2", "id": {"nested": 1}}}"#;
+    assert_eq!(senders.channex(channex).await.unwrap().status, 400);
+    let old = r#"{"message": "an old one", "channel_id": "9", "threadid": "thread-old"}"#;
+    assert_eq!(senders.staah(old).await.unwrap().status, 400);
+    relay.stop().await;
+    assert_eq!(relay.count("SELECT count(*) FROM quarantine"), 3);
+
+    for thread in ["thread-erase-1", "thread-erase-2"] {
+        let out = relay.command(&["erase", "--conversation-id", thread]).await;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("1 quarantined element(s)"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert_eq!(relay.count("SELECT count(*) FROM quarantine"), 1);
+    for secret in ["4111 1111", "4471"] {
+        assert!(file_holds(&relay, secret).is_empty(), "{secret} is still in the files");
+    }
+
+    // Retention: a quarantined body last seen before retention.content goes like a delivered message's text.
+    relay
+        .db()
+        .execute("UPDATE quarantine SET last_seen_at = last_seen_at - 31 * 86400000", [])
+        .unwrap();
+    let store = relay.open_store();
+    let figures = ota_relay::jobs::run_once(&store, ota_relay::jobs::JobKind::Retention, relay.settings().retention)
+        .await
+        .unwrap();
+    assert_eq!(figures["quarantined_deleted"], 1, "{figures}");
+    assert_eq!(relay.count("SELECT count(*) FROM quarantine"), 0);
+}
