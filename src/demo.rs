@@ -1,5 +1,7 @@
-//! `ota-relay demo`: the real drain loop against the built-in fake Booking.com queue (with redeliveries, poison
-//! messages and a few faults), into a temporary store; prints a short report. No credentials, no network.
+//! `ota-relay demo`: the real daemon against the built-in fakes, into a temporary store: the drain loop on a fake
+//! Booking.com queue (with redeliveries, poison messages and a few faults), and the receiver taking pushes from
+//! a fake Booking.com notification service (which fetches its token first), STAAH and Channex, one message
+//! arriving by push and by pull; prints a short report. No credentials, no network.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -8,10 +10,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BookingAuth, BookingSettings, ForwardSettings, RetryPolicy, Secret, Settings};
+use crate::config::{
+    BookingAuth, BookingSettings, ChannexSettings, ForwardSettings, NotificationSettings, ReceiveSettings, RetryPolicy,
+    Secret, Settings, StaahSettings,
+};
+use crate::fake::pushes::{self, STAAH_SEED_SAMPLE};
 use crate::fake::{
-    Endpoint, FakeAuth, FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, Fault, PmsReply, guest_message,
-    poison_message,
+    Endpoint, FakeAuth, FakeChannex, FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, Fault, PmsReply,
+    PushCredentials, Senders, guest_message, poison_message,
 };
 use crate::store::{Access, Store, batches, messages, quarantine, receipts};
 
@@ -92,8 +98,27 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
         max_interval: Duration::from_secs(1),
         give_up_after: Duration::from_secs(3600),
     };
+    let channex_api = FakeChannex::start("demo-channex-api-key")
+        .await
+        .context("cannot start the fake Channex API")?;
+    channex_api.add_thread(DEMO_THREAD, "BookingCom", "Maldonado Roxy");
+    let credentials = PushCredentials::default();
+    let receive_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    booking.notifications = Some(NotificationSettings::new(
+        &credentials.notifications_client_id,
+        Secret::inline(&credentials.notifications_client_secret),
+    ));
+    let mut channex = ChannexSettings::new(Secret::inline(&credentials.channex_secret));
+    channex.base_url = channex_api.base_url().parse()?;
+    channex.api_key = Some(Secret::inline(channex_api.api_key()));
     let settings = Settings {
         forward: Some(forward),
+        staah: Some(StaahSettings::new(
+            &credentials.staah_username,
+            Secret::inline(&credentials.staah_password),
+        )),
+        channex: Some(channex),
+        receive: Some(ReceiveSettings::on(receive_addr)),
         ..Settings::built_in(store_path, booking)
     };
     let path = settings.store.path.clone();
@@ -106,10 +131,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
             crate::daemon::serve(&settings, cx, fatal, None).await
         }
     });
+    let senders = Senders::new(&format!("http://{receive_addr}"), credentials);
+    let pushed = push(&senders, options.seed).await?;
     tokio::time::timeout(Duration::from_secs(120), fake.wait_for(|s| s.drained()))
         .await
         .context("the demo did not drain the fake queue within 120 s")?;
-    let expected = options.messages as usize;
+    let expected = options.messages as usize + pushed.new;
     tokio::time::timeout(
         Duration::from_secs(120),
         pms.wait_for(|s| s.accepted_count() >= expected),
@@ -143,7 +170,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
             s.violations.clone(),
         )
     });
-    let _ = writeln!(out, "ota-relay demo: drained the built-in fake Booking.com queue");
+    let _ = writeln!(
+        out,
+        "ota-relay demo: drained the built-in fake Booking.com queue and took pushes from three senders"
+    );
     let _ = writeln!(
         out,
         "  upstream  enqueued {} messages and {} poison elements",
@@ -163,6 +193,16 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
         "            {} redelivered copies recognised, {quarantined} quarantined",
         receipts - messages
     );
+    let _ = writeln!(
+        out,
+        "  pushes    CNS fetched a token and sent {} notifications (1 also pulled: stored and delivered once),",
+        pushed.notifications
+    );
+    let _ = writeln!(
+        out,
+        "            STAAH posted {} (its documentation's sample among them), Channex {} (the OTA read from the thread)",
+        pushed.staah, pushed.channex
+    );
     let (pms_requests, delivered, duplicates, bad_signatures) =
         pms.read(|s| (s.requests, s.accepted_count(), s.duplicates(), s.bad_signatures));
     let _ = writeln!(
@@ -177,13 +217,17 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
     let _ = writeln!(
         out,
         "  checks    {}",
-        if violations.is_empty() && messages as u64 == options.messages && delivered == expected && bad_signatures == 0
+        if violations.is_empty()
+            && messages as usize == expected
+            && delivered == expected
+            && bad_signatures == 0
+            && pushed.refused == 0
         {
             "no confirm exceeded what was fetched; nothing lost, nothing stored twice".to_owned()
         } else {
             format!(
-                "FAILED: {} stored of {}; violations: {violations:?}",
-                messages, options.messages
+                "FAILED: {messages} stored of {expected}; {} pushes refused; violations: {violations:?}",
+                pushed.refused
             )
         }
     );
@@ -211,4 +255,67 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
         }
     );
     Ok(out)
+}
+
+const DEMO_THREAD: &str = "4e160f0b-016a-424a-a30d-a9f0a8b1cbaa";
+
+#[derive(Default)]
+struct Pushed {
+    notifications: usize,
+    staah: usize,
+    channex: usize,
+    /// Messages that only the pushes brought.
+    new: usize,
+    /// Pushes not answered 2xx (the checks fail on any).
+    refused: usize,
+}
+
+/// What the three senders do once the receiver listens: CNS exchanges its credentials for a token and sends
+/// notifications (the first carries a message that the queue serves too); STAAH posts its own sample and more;
+/// Channex posts message events of a thread its API knows.
+async fn push(senders: &Senders, seed: u64) -> anyhow::Result<Pushed> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let token = loop {
+        match senders.booking_token().await {
+            Ok(token) if !token.is_empty() => break token,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            _ => anyhow::bail!("the receiver did not issue a token within 10 s"),
+        }
+    };
+    let mut pushed = Pushed::default();
+    let mut count = |ok: bool, new: bool| {
+        if !ok {
+            pushed.refused += 1;
+        } else if new {
+            pushed.new += 1;
+        }
+    };
+    let mut tallies = (0, 0, 0);
+    for i in 0..5u64 {
+        // Index 0 is in the pulled queue as well; the rest only arrive by push.
+        let index = if i == 0 { 0 } else { 1_000_000 + i };
+        let sample = pushes::booking_notification(&guest_message(seed, index), &format!("demo-uuid-{i}"));
+        let ok = senders.notify(&token, &sample.body).await?.status == 200;
+        count(ok, i != 0);
+        tallies.0 += 1;
+    }
+    let ok = senders.staah(STAAH_SEED_SAMPLE).await?.status == 200;
+    count(ok, true);
+    tallies.1 += 1;
+    for i in 0..4u64 {
+        let ok = senders.staah(&pushes::staah_message(seed, i).body).await?.status == 200;
+        count(ok, true);
+        tallies.1 += 1;
+    }
+    for i in 0..3u64 {
+        let ok = senders
+            .channex(&pushes::channex_message(seed, i, DEMO_THREAD).body)
+            .await?
+            .status
+            == 200;
+        count(ok, true);
+        tallies.2 += 1;
+    }
+    (pushed.notifications, pushed.staah, pushed.channex) = tallies;
+    Ok(pushed)
 }
