@@ -37,6 +37,18 @@ fn fuzz_corpus_replays_without_panic() {
     for input in corpus("retry_after") {
         hostile::check_retry_after(&input);
     }
+    for input in corpus("booking_notification") {
+        hostile::check_booking_notification(&input);
+    }
+    for input in corpus("staah_message") {
+        hostile::check_staah_message(&input);
+    }
+    for input in corpus("channex_webhook") {
+        hostile::check_channex_webhook(&input);
+    }
+    for input in corpus("token_request") {
+        hostile::check_token_request(&input);
+    }
 }
 
 #[test]
@@ -84,6 +96,24 @@ proptest! {
         hostile::check_confirm_answer(&data);
         hostile::check_config(&data);
         hostile::check_retry_after(&data);
+        hostile::check_booking_notification(&data);
+        hostile::check_staah_message(&data);
+        hostile::check_channex_webhook(&data);
+        hostile::check_token_request(&data);
+    }
+
+    #[test]
+    fn random_push_bodies_keep_their_bytes(
+        elements in proptest::collection::vec(element(), 1..3),
+        id in prop_oneof![Just("\"m-1\"".to_owned()), Just("42".to_owned()), Just("null".to_owned()), Just("{}".to_owned())],
+    ) {
+        let element = &elements[0];
+        let notification = format!(r#"{{"metadata":{{"uuid":{id},"type":"MESSAGING_API_NEW_MESSAGE"}},"payload":{element}}}"#);
+        hostile::check_booking_notification(notification.as_bytes());
+        let staah = format!(r#"{{"message":{element},"messageid":{id},"channel_id":"244","threadid":{id}}}"#);
+        hostile::check_staah_message(staah.as_bytes());
+        let channex = format!(r#"{{"event":"message","payload":{{"id":{id},"message":{element},"message_thread_id":"t"}}}}"#);
+        hostile::check_channex_webhook(channex.as_bytes());
     }
 
     #[test]
