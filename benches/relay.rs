@@ -5,7 +5,10 @@
 //! same fakes: a client that only GETs and PUTs without storing, and a load generator that only POSTs signed
 //! webhooks. Not a timed test: it prints numbers and asserts nothing.
 //! `BENCH_SCALE=0.1` runs every scenario at a tenth of its size (a quick look); `BENCH_ONLY=drain,e2e` runs only
-//! the named groups (`drain`, `deliveries`, `e2e`, `large`).
+//! the named groups (`drain`, `deliveries`, `e2e`, `large`, `pushes`).
+
+#[path = "relay/pushes.rs"]
+mod pushes;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -485,6 +488,41 @@ fn main() {
                         per_1000(high)
                     ),
                     "< 50 ms",
+                ),
+            );
+        }
+        if wanted("pushes") {
+            let n = scale(50_000);
+            let ceiling = pushes::ceiling_run(n).await;
+            let (run, stored) = pushes::receiver_run(n).await;
+            assert_eq!(stored as u64, n, "every acknowledged push is stored");
+            push(
+                &mut rows,
+                Row::new(
+                    format!("pushes accepted, {} senders, synchronous=FULL ({n})", pushes::SENDERS),
+                    format!("{:.0} /s", run.rate()),
+                    ">= 5,000 /s",
+                )
+                .against(format!("{:.0} /s", ceiling.rate()), run.rate() / ceiling.rate()),
+            );
+            push(
+                &mut rows,
+                Row::new(
+                    "time to answer a push, p50 / p99",
+                    format!(
+                        "{:.1} / {:.1} ms",
+                        percentile(&run.latencies_ms, 0.50),
+                        percentile(&run.latencies_ms, 0.99)
+                    ),
+                    "-",
+                )
+                .against(
+                    format!(
+                        "{:.1} / {:.1} ms",
+                        percentile(&ceiling.latencies_ms, 0.50),
+                        percentile(&ceiling.latencies_ms, 0.99)
+                    ),
+                    percentile(&run.latencies_ms, 0.99) / percentile(&ceiling.latencies_ms, 0.99),
                 ),
             );
         }
