@@ -210,7 +210,11 @@ impl Daemon {
             .env_remove("OTA_RELAY_CONFIG")
             .env_remove("OTA_RELAY_BOOKING_PASSWORD")
             .env_remove("OTA_RELAY_BOOKING_CLIENT_SECRET")
-            .env_remove("OTA_RELAY_FORWARD_SECRET");
+            .env_remove("OTA_RELAY_FORWARD_SECRET")
+            .env_remove("OTA_RELAY_BOOKING_NOTIFICATIONS_CLIENT_SECRET")
+            .env_remove("OTA_RELAY_STAAH_PASSWORD")
+            .env_remove("OTA_RELAY_CHANNEX_WEBHOOK_SECRET")
+            .env_remove("OTA_RELAY_CHANNEX_API_KEY");
         for var in [
             "HTTP_PROXY",
             "http_proxy",
