@@ -252,3 +252,29 @@ async fn a_peer_that_keeps_failing_is_refused_for_a_while_even_with_the_right_cr
     relay.stop().await;
     assert_eq!(count(&relay.path(), "SELECT count(*) FROM messages"), 0);
 }
+
+#[tokio::test]
+async fn check_config_shows_the_receiver_with_every_push_secret_masked() {
+    let relay = TestRelay::with().receiving().without_pull().prepare().await;
+    let out = relay.command(&["check-config"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[receive]") && text.contains("[booking.notifications]"),
+        "{text}"
+    );
+    for (key, source) in [
+        ("client_secret", "booking.notifications.client_secret"),
+        ("password", "staah.password"),
+        ("webhook_secret", "channex.webhook_secret"),
+    ] {
+        assert!(
+            text.contains(&format!("{key} = \"********\"  # from {source}")),
+            "{key}: {text}"
+        );
+    }
+    let c = ota_relay::fake::PushCredentials::default();
+    for secret in [&c.notifications_client_secret, &c.staah_password, &c.channex_secret] {
+        assert!(!text.contains(secret.as_str()), "a secret was printed: {text}");
+    }
+}
