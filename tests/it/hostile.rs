@@ -23,31 +23,24 @@ fn read_dir(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
         .collect()
 }
 
+/// Each fuzz target's check, by the target's name.
+const TARGETS: [(&str, fn(&[u8])); 8] = [
+    ("booking_latest", hostile::check_latest_answer),
+    ("booking_confirm", hostile::check_confirm_answer),
+    ("config", hostile::check_config),
+    ("retry_after", hostile::check_retry_after),
+    ("booking_notification", hostile::check_booking_notification),
+    ("staah_message", hostile::check_staah_message),
+    ("channex_webhook", hostile::check_channex_webhook),
+    ("token_request", hostile::check_token_request),
+];
+
 #[test]
 fn fuzz_corpus_replays_without_panic() {
-    for input in corpus("booking_latest") {
-        hostile::check_latest_answer(&input);
-    }
-    for input in corpus("booking_confirm") {
-        hostile::check_confirm_answer(&input);
-    }
-    for input in corpus("config") {
-        hostile::check_config(&input);
-    }
-    for input in corpus("retry_after") {
-        hostile::check_retry_after(&input);
-    }
-    for input in corpus("booking_notification") {
-        hostile::check_booking_notification(&input);
-    }
-    for input in corpus("staah_message") {
-        hostile::check_staah_message(&input);
-    }
-    for input in corpus("channex_webhook") {
-        hostile::check_channex_webhook(&input);
-    }
-    for input in corpus("token_request") {
-        hostile::check_token_request(&input);
+    for (target, check) in TARGETS {
+        for input in corpus(target) {
+            check(&input);
+        }
     }
 }
 
@@ -92,14 +85,9 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
-        hostile::check_latest_answer(&data);
-        hostile::check_confirm_answer(&data);
-        hostile::check_config(&data);
-        hostile::check_retry_after(&data);
-        hostile::check_booking_notification(&data);
-        hostile::check_staah_message(&data);
-        hostile::check_channex_webhook(&data);
-        hostile::check_token_request(&data);
+        for (_, check) in TARGETS {
+            check(&data);
+        }
     }
 
     #[test]
