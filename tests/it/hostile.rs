@@ -23,8 +23,11 @@ fn read_dir(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
         .collect()
 }
 
+/// A fuzz target's check of one input.
+type Check = fn(&[u8]);
+
 /// Each fuzz target's check, by the target's name.
-const TARGETS: [(&str, fn(&[u8])); 8] = [
+const TARGETS: [(&str, Check); 8] = [
     ("booking_latest", hostile::check_latest_answer),
     ("booking_confirm", hostile::check_confirm_answer),
     ("config", hostile::check_config),
