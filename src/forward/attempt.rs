@@ -107,7 +107,7 @@ pub fn decide(policy: &RetryPolicy, attempted: &Attempted, jitter: f64) -> Outco
         _ => None,
     });
     Outcome {
-        seq: attempted.due.message.seq,
+        id: attempted.due.id,
         attempted_at: attempted.at,
         attempts,
         first_attempt_at: first,
@@ -129,8 +129,8 @@ pub async fn attempt(
     let at = now_ms();
     let started = Instant::now();
     let mut took = Duration::ZERO;
-    let id = due.message.webhook_id();
-    let result = match payload::render(&due.message, at) {
+    let id = due.event.webhook_id();
+    let result = match payload::render(&due.event, at) {
         Err(e) => AttemptResult::Failed {
             error: format!("cannot render the payload: {e}"),
         },

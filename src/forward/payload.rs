@@ -1,4 +1,5 @@
-//! The webhook payload: a contract with the PMS (and outside checks).
+//! The webhook payloads: a contract with the PMS (and outside checks). `message.received` for a stored message;
+//! `reply.sent`, `reply.failed`, `reply.unknown` for each state a reply reaches.
 //!
 //! `sequence` is the store's `seq` (grows with arrival, so gaps are visible); ids are strings; `role` is lower
 //! case; `sent_at` is the OTA's timestamp as sent; `raw` embeds the stored bytes verbatim (for a push, the whole
@@ -7,6 +8,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::store::deliveries::{Event, ReplyEvent};
 use crate::store::{Millis, StoredMessage};
 
 #[derive(Serialize)]
@@ -52,8 +54,56 @@ struct Sender<'a> {
     name: Option<&'a str>,
 }
 
-/// Serialises the payload for one attempt made at `attempt_ms`.
-pub fn render(stored: &StoredMessage, attempt: Millis) -> Result<Vec<u8>, serde_json::Error> {
+#[derive(Serialize)]
+struct ReplyPayload<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    timestamp: String,
+    data: ReplyData<'a>,
+}
+
+#[derive(Serialize)]
+struct ReplyData<'a> {
+    reply_id: &'a str,
+    thread_id: &'a str,
+    state: &'a str,
+    /// Why it reached this state (the channel's words for a failure, how a sent reply was proven).
+    reason: Option<&'a str>,
+    channel_message_id: Option<&'a str>,
+    author: &'a str,
+    message: Option<&'a str>,
+    created_at: String,
+    changed_at: String,
+}
+
+/// Serialises the payload of one outbox event for an attempt made at `attempt`.
+pub fn render(event: &Event, attempt: Millis) -> Result<Vec<u8>, serde_json::Error> {
+    match event {
+        Event::Message(stored) => render_message(stored, attempt),
+        Event::Reply(reply) => render_reply(reply, attempt),
+    }
+}
+
+fn render_reply(event: &ReplyEvent, attempt: Millis) -> Result<Vec<u8>, serde_json::Error> {
+    let r = &event.reply;
+    serde_json::to_vec(&ReplyPayload {
+        kind: format!("reply.{}", event.state),
+        timestamp: attempt.rfc3339(),
+        data: ReplyData {
+            reply_id: &r.uuid,
+            thread_id: &r.thread_id,
+            state: &event.state,
+            reason: event.reason.as_deref(),
+            channel_message_id: r.channel_message_id.as_deref(),
+            author: &r.author,
+            message: r.content.as_deref(),
+            created_at: r.created_at.rfc3339(),
+            changed_at: event.at.rfc3339(),
+        },
+    })
+}
+
+fn render_message(stored: &StoredMessage, attempt: Millis) -> Result<Vec<u8>, serde_json::Error> {
     let m = &stored.message;
     let raw: Option<&RawValue> = (!m.raw.is_empty()).then(|| serde_json::from_str(&m.raw)).transpose()?;
     let payload = Payload {

@@ -163,8 +163,8 @@ impl Forwarder {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                Some((seq, joined)) = self.attempts.join_next(), if !self.attempts.is_empty() => {
-                    self.handle_finished(seq, joined);
+                Some((delivery, joined)) = self.attempts.join_next(), if !self.attempts.is_empty() => {
+                    self.handle_finished(delivery, joined);
                 }
                 _ = commits.notified() => self.handle_commit_wake(),
                 _ = operator.notified() => self.handle_operator_wake(),
@@ -205,8 +205,7 @@ impl Forwarder {
             let Some(due) = self.ready.pop_front() else { break };
             let (client, url, signer) = (self.client.clone(), self.url.clone(), self.signer.clone());
             let probe = self.health.failing();
-            self.attempts
-                .spawn(due.message.seq, attempt(client, url, signer, due, probe));
+            self.attempts.spawn(due.id, attempt(client, url, signer, due, probe));
         }
         recorded
     }
@@ -216,8 +215,8 @@ impl Forwarder {
     pub async fn deliver_due(&mut self) -> Result<StepReport, StoreError> {
         self.rescan_at = Instant::now();
         self.step().await?;
-        while let Some((seq, joined)) = self.attempts.join_next().await {
-            self.handle_finished(seq, joined);
+        while let Some((delivery, joined)) = self.attempts.join_next().await {
+            self.handle_finished(delivery, joined);
         }
         if self.completed.is_empty() {
             return Ok(StepReport::default());
@@ -242,16 +241,16 @@ impl Forwarder {
     }
 
     /// An attempt ended. A panicked one leaves its row pending and due in the store: it is claimed again.
-    fn handle_finished(&mut self, seq: i64, joined: Result<Attempted, JoinError>) {
+    fn handle_finished(&mut self, delivery: i64, joined: Result<Attempted, JoinError>) {
         match joined {
             Ok(attempted) => self.completed.push(attempted),
             Err(e) if e.is_panic() => {
-                tracing::error!(seq, error = %e, "a delivery attempt panicked; it will be retried");
+                tracing::error!(delivery, error = %e, "a delivery attempt panicked; it will be retried");
             }
             Err(_) => {}
         }
-        while let Some((seq, joined)) = self.attempts.try_join_next() {
-            self.handle_finished(seq, joined);
+        while let Some((delivery, joined)) = self.attempts.try_join_next() {
+            self.handle_finished(delivery, joined);
         }
     }
 
@@ -338,19 +337,19 @@ impl Forwarder {
             if !a.took.is_zero() {
                 self.metrics.request("pms", "deliver", a.took);
             }
-            let id = &a.due.message.message.message_id;
+            let id = a.due.event.subject();
             match o.decision {
                 Decision::Delivered => {
                     self.metrics.delivery("delivered");
                     report.delivered += 1;
-                    tracing::debug!(seq = o.seq, message_id = %id, attempt = o.attempts, "delivered");
+                    tracing::debug!(delivery = o.id, message_id = %id, attempt = o.attempts, "delivered");
                 }
                 Decision::Retry { next_attempt_at } => {
                     self.metrics.delivery("retry");
                     report.retried += 1;
                     tracing::warn!(
-                        seq = o.seq,
-                        message_id = %id,
+                        delivery = o.id,
+                        subject = %id,
                         status = o.status,
                         error = o.error.as_deref(),
                         attempt = o.attempts,
@@ -362,8 +361,8 @@ impl Forwarder {
                     self.metrics.delivery("dead");
                     report.dead += 1;
                     tracing::error!(
-                        seq = o.seq,
-                        message_id = %id,
+                        delivery = o.id,
+                        subject = %id,
                         status = o.status,
                         error = o.error.as_deref(),
                         attempts = o.attempts,
@@ -388,8 +387,8 @@ impl Forwarder {
     async fn finish_in_flight(&mut self) {
         let bound = self.request_timeout + Duration::from_secs(1);
         let _ = tokio::time::timeout(bound, async {
-            while let Some((seq, joined)) = self.attempts.join_next().await {
-                self.handle_finished(seq, joined);
+            while let Some((delivery, joined)) = self.attempts.join_next().await {
+                self.handle_finished(delivery, joined);
             }
         })
         .await;

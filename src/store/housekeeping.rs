@@ -6,7 +6,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use serde::Serialize;
 
 pub use super::messages::Erase;
-use super::{Millis, Store, StoreError, batches, deliveries, messages, quarantine, receipts};
+use super::{Millis, Store, StoreError, batches, deliveries, messages, quarantine, receipts, replies, threads};
 
 /// Rows handled per transaction by the jobs that walk many rows.
 const CHUNK: usize = 2000;
@@ -33,6 +33,10 @@ pub struct RetentionReport {
     pub batches_deleted: u64,
     /// Quarantined elements (pulled or pushed) last seen before `retention.content`, deleted.
     pub quarantined_deleted: u64,
+    /// Titles (guest names) of threads without activity since `retention.content`, removed.
+    pub thread_titles_removed: u64,
+    /// Sent or failed replies settled before `retention.content`, their text removed.
+    pub replies_tombstoned: u64,
     /// The WAL was emptied after tombstoning (false: a reader held it; the maintenance job empties it).
     pub wal_emptied: bool,
 }
@@ -89,12 +93,23 @@ impl Store {
                 }
             }
             report.quarantined_deleted = self.delete_in_chunks(delete_quarantine_chunk, cutoff).await?;
+            let (titles, replies) = self
+                .call(move |conn| {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let titles = threads::forget_titles_idle_since(&tx, cutoff, now)?;
+                    let replies = replies::tombstone_settled_before(&tx, cutoff, now)?;
+                    tx.commit()?;
+                    Ok((titles, replies))
+                })
+                .await?;
+            report.thread_titles_removed = titles;
+            report.replies_tombstoned = replies;
         }
         if let Some(cutoff) = tombstones_before {
             report.tombstones_deleted = self.delete_in_chunks(delete_tombstones_chunk, cutoff).await?;
             report.batches_deleted = self.delete_in_chunks(delete_batches_chunk, cutoff).await?;
         }
-        if report.tombstoned > 0 || report.quarantined_deleted > 0 {
+        if report.tombstoned > 0 || report.quarantined_deleted > 0 || report.replies_tombstoned > 0 {
             // The tombstones' content is overwritten in the file (secure_delete); the WAL's older copies of those
             // pages go too.
             report.wal_emptied = self.call(|conn| Ok(truncate_wal(conn)?)).await?;
@@ -173,6 +188,8 @@ pub struct EraseReport {
     /// Of them, not yet delivered: their deliveries are closed as `erased`, never sent.
     pub undelivered: u64,
     pub quarantined_removed: u64,
+    /// Replies whose text was erased (every reply of an erased conversation, or the one named).
+    pub replies_erased: u64,
 }
 
 /// A guest's erasure request, in one transaction. Quarantined elements are raw bytes that cannot be attributed
@@ -184,10 +201,23 @@ pub fn erase(conn: &mut Connection, which: Erase<'_>, now: Millis) -> rusqlite::
     for seq in &seqs {
         messages::tombstone(&tx, *seq, now)?;
         report.undelivered += u64::from(deliveries::close_erased(&tx, *seq, now)?);
+        // A thread's title is a guest's name.
+        threads::forget_title_of_message(&tx, *seq, now)?;
     }
     report.erased = seqs.len() as u64;
     let id = match which {
         Erase::MessageId(id) | Erase::ConversationId(id) => id,
+    };
+    report.replies_erased = match which {
+        Erase::ConversationId(id) => {
+            let mut n = 0;
+            for thread in threads::named(&tx, id)? {
+                threads::forget_title(&tx, &thread, now)?;
+                n += replies::erase_thread(&tx, &thread, now)?;
+            }
+            n
+        }
+        Erase::MessageId(id) => replies::erase_named(&tx, id, now)?,
     };
     report.quarantined_removed = quarantine::erase_naming(&tx, id)?;
     tx.commit()?;

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::batches::{self, BatchOrigin, BatchSummary};
 use super::messages::{self, NewMessage, Origin};
 use super::push_stats::{self, Tally};
-use super::{Millis, Store, StoreError, deliveries, quarantine, receipts, source_state};
+use super::{Millis, Store, StoreError, deliveries, quarantine, receipts, replies, source_state, threads};
 
 /// One fetched answer, parsed element by element.
 #[derive(Debug)]
@@ -88,16 +88,14 @@ impl Store {
             };
             {
                 let mut insert_message = messages::Insert::prepare(&tx)?;
-                let mut insert_delivery = deliveries::InsertPending::prepare(&tx)?;
+                let mut follow_up = FollowUp::prepare(&tx)?;
                 let mut insert_receipt = receipts::Insert::prepare(&tx)?;
                 for element in &batch.elements {
                     match element {
                         Element::Message(m) => {
                             let stored = insert_message.run(batch.provider, Origin::BOOKING_PULL, m, at)?;
                             if stored {
-                                // The outbox row commits with the message or not at all: no stored message can
-                                // miss its delivery, and a redelivered one never gets a second.
-                                insert_delivery.run(tx.last_insert_rowid(), at)?;
+                                follow_up.run(&tx, batch.provider, Origin::BOOKING_PULL.ota, m, at)?;
                                 summary.new += 1;
                             } else {
                                 summary.redelivered += 1;
@@ -134,6 +132,46 @@ impl Store {
             })
         })
         .await
+    }
+}
+
+/// What a new message's row brings with it, in its transaction: its thread counts it, and its outbox row is
+/// written (so no stored message can miss its delivery, and a redelivered one never gets a second), unless it
+/// is the channel's echo of a reply: then it is recorded as that reply's proof, never as guest news.
+struct FollowUp<'c> {
+    threads: threads::Upsert<'c>,
+    deliveries: deliveries::InsertPending<'c>,
+}
+
+impl<'c> FollowUp<'c> {
+    fn prepare(conn: &'c rusqlite::Connection) -> rusqlite::Result<FollowUp<'c>> {
+        Ok(FollowUp {
+            threads: threads::Upsert::prepare(conn)?,
+            deliveries: deliveries::InsertPending::prepare(conn)?,
+        })
+    }
+
+    /// For the message just inserted (the connection's last rowid).
+    fn run(
+        &mut self,
+        conn: &rusqlite::Connection,
+        provider: &str,
+        ota: Option<&str>,
+        m: &NewMessage,
+        at: Millis,
+    ) -> rusqlite::Result<()> {
+        let seq = conn.last_insert_rowid();
+        if m.sender_role.as_deref() == Some("property")
+            && let Some(conversation) = m.conversation_id.as_deref()
+        {
+            let thread = threads::thread_uuid(provider, conversation);
+            if let Some(reply) = replies::match_echo(conn, &thread, &m.message_id, m.content.as_deref(), at)? {
+                messages::mark_echo(conn, seq, reply)?;
+                return Ok(());
+            }
+        }
+        self.threads.run(provider, ota, m, at)?;
+        self.deliveries.run(seq, at)
     }
 }
 
@@ -180,7 +218,7 @@ fn commit_pushes(
     let mut outcomes = Vec::with_capacity(pushes.len());
     {
         let mut insert_message = messages::Insert::prepare(&tx)?;
-        let mut insert_delivery = deliveries::InsertPending::prepare(&tx)?;
+        let mut follow_up = FollowUp::prepare(&tx)?;
         for push in pushes {
             let outcome = match &push.content {
                 PushContent::Message {
@@ -195,7 +233,7 @@ fn commit_pushes(
                         push_id: push_id.as_deref(),
                     };
                     if insert_message.run(namespace, origin, message, at)? {
-                        insert_delivery.run(tx.last_insert_rowid(), at)?;
+                        follow_up.run(&tx, namespace, ota.as_deref(), message, at)?;
                         PushOutcome::Stored
                     } else {
                         PushOutcome::Duplicate

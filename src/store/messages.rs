@@ -86,6 +86,9 @@ pub fn webhook_id(provider: &str, message_id: &str) -> String {
     id
 }
 
+/// How many columns [`COLUMNS`] names.
+pub(super) const COLUMN_COUNT: usize = 18;
+
 /// The columns [`read_at`] reads, for a query that names the table `m`.
 pub(super) const COLUMNS: &str = "m.seq, m.provider, m.message_id, m.conversation_id, m.conversation_type,
     m.conversation_reference, m.property_id, m.sender_id, m.sender_role, m.sender_name, m.content,
@@ -126,8 +129,8 @@ impl<'c> Insert<'c> {
         conn.prepare_cached(
             "INSERT INTO messages (provider, message_id, conversation_id, conversation_type,
                  conversation_reference, property_id, sender_id, sender_role, sender_name, content,
-                 attachment_ids, sent_at, first_seen_at, raw, raw_exact, source, ota, push_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+                 attachment_ids, sent_at, first_seen_at, raw, raw_exact, source, ota, push_id, uuid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
              ON CONFLICT (provider, message_id) DO NOTHING",
         )
         .map(Insert)
@@ -162,9 +165,17 @@ impl<'c> Insert<'c> {
             origin.source,
             origin.ota,
             origin.push_id,
+            super::threads::message_uuid(provider, &m.message_id),
         ])?;
         Ok(inserted == 1)
     }
+}
+
+/// Marks a stored message as the channel's echo of reply `reply`.
+pub(super) fn mark_echo(conn: &Connection, seq: i64, reply: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE messages SET reply_id = ?2 WHERE seq = ?1")?
+        .execute(params![seq, reply])?;
+    Ok(())
 }
 
 /// Removes the personal data of one message and keeps what recognises a redelivery.

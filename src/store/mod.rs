@@ -15,8 +15,10 @@ pub mod messages;
 pub mod push_stats;
 pub mod quarantine;
 pub mod receipts;
+pub mod replies;
 mod schema;
 pub mod source_state;
+pub mod threads;
 mod token_exchanges;
 
 use std::fs::File;

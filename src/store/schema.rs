@@ -7,10 +7,17 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
+/// A schema change: SQL, or a step that needs Rust (values SQLite cannot compute, such as UUIDs).
+enum Migration {
+    Sql(&'static str),
+    Rust(fn(&Connection) -> rusqlite::Result<()>),
+}
+use Migration::{Rust, Sql};
+
 /// Times are Unix milliseconds (INTEGER); OTA timestamps are kept as the OTA sent them (TEXT).
-const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[Migration] = &[
     // 1: the drained queue.
-    r#"
+    Sql(r#"
     CREATE TABLE messages (
         seq                    INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order; never reused
         provider               TEXT NOT NULL,
@@ -79,10 +86,10 @@ const MIGRATIONS: &[&str] = &[
         last_error      TEXT,
         last_error_at   INTEGER
     ) STRICT;
-    "#,
+    "#),
     // 2: the transactional outbox towards the PMS. One row per stored message, keyed by its seq, written in the
     // transaction that first stores the message; stores with history get their backlog here, oldest first.
-    r#"
+    Sql(r#"
     CREATE TABLE deliveries (
         seq              INTEGER PRIMARY KEY REFERENCES messages(seq),
         state            TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
@@ -98,10 +105,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_pending ON deliveries (seq) WHERE state = 'pending';
     CREATE INDEX deliveries_dead ON deliveries (done_at) WHERE state = 'dead';
     INSERT INTO deliveries (seq, next_attempt_at) SELECT seq, first_seen_at FROM messages ORDER BY seq;
-    "#,
+    "#),
     // 3: housekeeping. Redelivery counts compacted from `receipts`; tombstones (content removed by retention or
     // an erasure request, the row kept so that a redelivery is still recognised); the last run of each job.
-    r#"
+    Sql(r#"
     ALTER TABLE messages ADD COLUMN redeliveries INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE messages ADD COLUMN content_sha256 TEXT;
     ALTER TABLE messages ADD COLUMN tombstoned_at INTEGER;
@@ -113,28 +120,28 @@ const MIGRATIONS: &[&str] = &[
         summary     TEXT,
         runs        INTEGER NOT NULL DEFAULT 0
     ) STRICT;
-    "#,
+    "#),
     // 4: each receipt says whether it is the copy that stored the message. Version 3 inferred that from
     // received_at = first_seen_at, which also matched a redelivery stored in the same millisecond. Rows written
     // before this version get the inference, restricted to the earliest such receipt of each message.
     // Batches say whether they came from the queue or from a search (`backfill`).
-    r#"
+    Sql(r#"
     ALTER TABLE batches ADD COLUMN origin TEXT NOT NULL DEFAULT 'queue';
     ALTER TABLE receipts ADD COLUMN stored INTEGER NOT NULL DEFAULT 0;
     UPDATE receipts SET stored = 1 WHERE id IN (
         SELECT min(r.id) FROM receipts r JOIN messages m USING (provider, message_id)
         WHERE r.received_at = m.first_seen_at GROUP BY r.provider, r.message_id);
-    "#,
+    "#),
     // 5: `deliveries_pending` only served "the oldest pending delivery", and every outcome commit paid for it
     // (about a tenth of the forwarder's CPU). That question now scans `deliveries_due`, which holds the same rows.
-    r#"
+    Sql(r#"
     DROP INDEX deliveries_pending;
-    "#,
+    "#),
     // 6: `state IN (three values)` made SQLite build a temporary b-tree for the CHECK at every insert and
     // update of a delivery (it looks up more than two values in one): about 9% of the CPU per message end to
     // end. The same constraint as comparisons; SQLite cannot change a CHECK in place, so the table is rebuilt
     // (about 1 s per million deliveries).
-    r#"
+    Sql(r#"
     CREATE TABLE deliveries_v6 (
         seq              INTEGER PRIMARY KEY REFERENCES messages(seq),
         state            TEXT NOT NULL DEFAULT 'pending'
@@ -156,13 +163,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE deliveries_v6 RENAME TO deliveries;
     CREATE INDEX deliveries_due ON deliveries (next_attempt_at, seq) WHERE state = 'pending';
     CREATE INDEX deliveries_dead ON deliveries (done_at) WHERE state = 'dead';
-    "#,
+    "#),
     // 7: what hostile input and bad luck showed. An element's exact bytes when they were not valid JSON as
     // received (the text columns hold the repaired JSON, the PMS payload both). An erased message's delivery is
     // `erased`, not a dead letter. A PMS's Retry-After is kept (`not_before`), so the end of an outage does not
     // send such a row sooner. A source's run of identical failures is counted, and a job that cannot run on is
     // marked stopped, for health. The deliveries table is rebuilt for its CHECK (as in version 6).
-    r#"
+    Sql(r#"
     ALTER TABLE messages ADD COLUMN raw_exact BLOB;
     ALTER TABLE quarantine ADD COLUMN raw_exact BLOB;
     ALTER TABLE source_state ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
@@ -191,12 +198,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE deliveries_v7 RENAME TO deliveries;
     CREATE INDEX deliveries_due ON deliveries (next_attempt_at, seq) WHERE state = 'pending';
     CREATE INDEX deliveries_dead ON deliveries (done_at) WHERE state = 'dead';
-    "#,
+    "#),
     // 8: pushed messages. `provider` stays the dedup namespace (`booking.com` for the pull and Booking.com's
     // notifications alike, `staah:<channel>`, `channex`); `ota` names the OTA for the PMS, `source` the path the
     // message came by, `push_id` a push's own id (a notification's uuid). What each push source accepted and
     // refused, for status.
-    r#"
+    Sql(r#"
     ALTER TABLE messages ADD COLUMN source TEXT NOT NULL DEFAULT 'booking_pull';
     ALTER TABLE messages ADD COLUMN ota TEXT DEFAULT 'booking.com';
     ALTER TABLE messages ADD COLUMN push_id TEXT;
@@ -210,7 +217,97 @@ const MIGRATIONS: &[&str] = &[
         last_accepted_at INTEGER,
         last_refused_at  INTEGER
     ) STRICT;
-    "#,
+    "#),
+    // 9: threads and replies. A thread is one conversation of one channel (`provider`, the dedup namespace, and
+    // the channel's conversation id), kept up to date in the transaction that stores each message. Replies are
+    // stored before they are sent; `sending` is committed before the request goes out, so a crash leaves it
+    // `unknown`, never sent twice. A channel's echo of a reply is stored as a message (it recognises the
+    // redeliveries) that names its reply, and is never forwarded as guest news. Messages get the stable UUID the
+    // API shows (filled in by version 10 for the messages already stored).
+    Sql(r#"
+    CREATE TABLE threads (
+        id                TEXT PRIMARY KEY,               -- stable UUID
+        provider          TEXT NOT NULL,
+        conversation_id   TEXT NOT NULL,
+        ota               TEXT,
+        title             TEXT,                           -- the guest's name, when known
+        property_id       TEXT,
+        booking_reference TEXT,
+        conversation_type TEXT,
+        is_closed         INTEGER NOT NULL DEFAULT 0,
+        message_count     INTEGER NOT NULL DEFAULT 0,
+        last_message_at   INTEGER NOT NULL,
+        inserted_at       INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL,
+        UNIQUE (provider, conversation_id)
+    ) STRICT;
+    CREATE INDEX threads_activity ON threads (last_message_at, id);
+    CREATE INDEX threads_booking ON threads (booking_reference);
+    CREATE TABLE replies (
+        id                 INTEGER PRIMARY KEY,
+        uuid               TEXT NOT NULL UNIQUE,
+        thread_id          TEXT NOT NULL REFERENCES threads(id),
+        author             TEXT NOT NULL,                 -- the API token's name, or "operator"
+        content            TEXT,                          -- NULL once erased or past retention
+        attachments        TEXT NOT NULL DEFAULT '[]',
+        state              TEXT NOT NULL DEFAULT 'pending'
+                           CHECK (state = 'pending' OR state = 'sending' OR state = 'sent' OR state = 'failed'
+                                  OR state = 'unknown'),
+        attempts           INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at    INTEGER,
+        reason             TEXT,
+        channel_message_id TEXT,
+        idempotency_token  TEXT,
+        idempotency_key    TEXT,
+        created_at         INTEGER NOT NULL,
+        updated_at         INTEGER NOT NULL,
+        unknown_since      INTEGER,
+        tombstoned_at      INTEGER,
+        UNIQUE (idempotency_token, idempotency_key)
+    ) STRICT;
+    CREATE INDEX replies_thread ON replies (thread_id, created_at);
+    CREATE INDEX replies_open ON replies (state, next_attempt_at) WHERE state <> 'sent' AND state <> 'failed';
+    ALTER TABLE messages ADD COLUMN uuid TEXT;
+    ALTER TABLE messages ADD COLUMN reply_id INTEGER;      -- the reply this message is the channel's echo of
+    CREATE INDEX messages_thread ON messages (provider, conversation_id, seq);
+    "#),
+    // 10: the threads and message UUIDs of the messages stored before version 9 (computed in Rust).
+    Rust(super::threads::build_all),
+    // 11: the outbox carries events: a message received, and each state a reply reaches (sent, failed,
+    // unknown). Rebuilt with its own id (a message's row keeps its seq as id); `seq` names the message of a
+    // `message.received`, `reply_id` and `reply_state` the reply and the state of a `reply.*` event.
+    Sql(r#"
+    CREATE TABLE deliveries_v11 (
+        id               INTEGER PRIMARY KEY,
+        event            TEXT NOT NULL DEFAULT 'message.received',
+        seq              INTEGER UNIQUE REFERENCES messages(seq),
+        reply_id         INTEGER REFERENCES replies(id),
+        reply_state      TEXT,
+        reason           TEXT,
+        state            TEXT NOT NULL DEFAULT 'pending'
+                         CHECK (state = 'pending' OR state = 'delivered' OR state = 'dead' OR state = 'erased'),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        first_attempt_at INTEGER,
+        next_attempt_at  INTEGER NOT NULL,
+        last_attempt_at  INTEGER,
+        last_status      INTEGER,
+        last_error       TEXT,
+        done_at          INTEGER,
+        not_before       INTEGER,
+        created_at       INTEGER,
+        CHECK ((event = 'message.received') = (seq IS NOT NULL)),
+        CHECK ((event = 'message.received') = (reply_id IS NULL))
+    ) STRICT;
+    INSERT INTO deliveries_v11 (id, seq, state, attempts, first_attempt_at, next_attempt_at, last_attempt_at,
+                                last_status, last_error, done_at, not_before)
+        SELECT seq, seq, state, attempts, first_attempt_at, next_attempt_at, last_attempt_at, last_status,
+               last_error, done_at, not_before
+        FROM deliveries ORDER BY seq;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_v11 RENAME TO deliveries;
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE state = 'pending';
+    CREATE INDEX deliveries_dead ON deliveries (done_at) WHERE state = 'dead';
+    "#),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -237,7 +334,10 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path, may_upgrade: bool) -> 
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let version = index as i64 + 1;
         let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
+        match sql {
+            Sql(sql) => tx.execute_batch(sql)?,
+            Rust(step) => step(&tx)?,
+        }
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
         tracing::info!(version, "store schema migrated");

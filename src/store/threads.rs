@@ -1,0 +1,226 @@
+//! `threads`: one conversation of one channel (a Booking.com conversation, a STAAH thread, a Channex message
+//! thread), keyed by the dedup namespace and the channel's conversation id. Updated in the transaction that
+//! stores each of its messages ([`Upsert`]), so a thread never disagrees with its messages.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::Millis;
+use super::messages::NewMessage;
+
+/// Namespaces of the UUIDs ota-relay derives (v5): the same thread or message always gets the same id.
+const THREAD_NAMESPACE: uuid::Uuid = uuid::uuid!("5b0e5c1e-7a53-4b8e-9d0a-0f0a7e1d2c01");
+const MESSAGE_NAMESPACE: uuid::Uuid = uuid::uuid!("5b0e5c1e-7a53-4b8e-9d0a-0f0a7e1d2c02");
+
+/// A channel's own UUID where it has one (Channex's thread and message ids: a PMS moving from Channex keeps
+/// them), else one derived from the namespace and the channel's id.
+fn stable_uuid(namespace: &uuid::Uuid, provider: &str, id: &str) -> String {
+    if provider == "channex"
+        && let Ok(own) = uuid::Uuid::parse_str(id)
+    {
+        return own.hyphenated().to_string();
+    }
+    uuid::Uuid::new_v5(namespace, format!("{provider}\u{0}{id}").as_bytes()).to_string()
+}
+
+pub fn thread_uuid(provider: &str, conversation_id: &str) -> String {
+    stable_uuid(&THREAD_NAMESPACE, provider, conversation_id)
+}
+
+pub fn message_uuid(provider: &str, message_id: &str) -> String {
+    stable_uuid(&MESSAGE_NAMESPACE, provider, message_id)
+}
+
+/// A thread as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thread {
+    pub id: String,
+    pub provider: String,
+    pub conversation_id: String,
+    pub ota: Option<String>,
+    pub title: Option<String>,
+    pub property_id: Option<String>,
+    pub booking_reference: Option<String>,
+    pub conversation_type: Option<String>,
+    pub is_closed: bool,
+    pub message_count: i64,
+    pub last_message_at: Millis,
+    pub inserted_at: Millis,
+    pub updated_at: Millis,
+}
+
+pub(super) const COLUMNS: &str = "t.id, t.provider, t.conversation_id, t.ota, t.title, t.property_id,
+    t.booking_reference, t.conversation_type, t.is_closed, t.message_count, t.last_message_at, t.inserted_at,
+    t.updated_at";
+
+pub(super) fn read_at(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Result<Thread> {
+    Ok(Thread {
+        id: row.get(offset)?,
+        provider: row.get(offset + 1)?,
+        conversation_id: row.get(offset + 2)?,
+        ota: row.get(offset + 3)?,
+        title: row.get(offset + 4)?,
+        property_id: row.get(offset + 5)?,
+        booking_reference: row.get(offset + 6)?,
+        conversation_type: row.get(offset + 7)?,
+        is_closed: row.get::<_, i64>(offset + 8)? != 0,
+        message_count: row.get(offset + 9)?,
+        last_message_at: row.get(offset + 10)?,
+        inserted_at: row.get(offset + 11)?,
+        updated_at: row.get(offset + 12)?,
+    })
+}
+
+/// A message's effect on its thread, prepared once for a batch.
+pub(super) struct Upsert<'c>(rusqlite::CachedStatement<'c>);
+
+impl<'c> Upsert<'c> {
+    pub(super) fn prepare(conn: &'c Connection) -> rusqlite::Result<Upsert<'c>> {
+        // A guest's message reopens a closed thread, names it (when it gives a name) and counts; what a message
+        // does not say keeps the thread's value.
+        conn.prepare_cached(
+            "INSERT INTO threads (id, provider, conversation_id, ota, title, property_id, booking_reference,
+                 conversation_type, is_closed, message_count, last_message_at, inserted_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, 1, ?9, ?9, ?9)
+             ON CONFLICT (provider, conversation_id) DO UPDATE SET
+                 ota = coalesce(excluded.ota, ota),
+                 title = coalesce(excluded.title, title),
+                 property_id = coalesce(excluded.property_id, property_id),
+                 booking_reference = coalesce(excluded.booking_reference, booking_reference),
+                 conversation_type = coalesce(excluded.conversation_type, conversation_type),
+                 is_closed = CASE WHEN ?10 THEN 0 ELSE is_closed END,
+                 message_count = message_count + 1,
+                 last_message_at = max(last_message_at, excluded.last_message_at),
+                 updated_at = excluded.updated_at",
+        )
+        .map(Upsert)
+    }
+
+    /// Counts a new message `m` of namespace `provider` into its thread (none without a conversation id).
+    pub(super) fn run(
+        &mut self,
+        provider: &str,
+        ota: Option<&str>,
+        m: &NewMessage,
+        at: Millis,
+    ) -> rusqlite::Result<Option<String>> {
+        let Some(conversation) = m.conversation_id.as_deref() else {
+            return Ok(None);
+        };
+        let guest = m.sender_role.as_deref() == Some("guest");
+        let id = thread_uuid(provider, conversation);
+        self.0.execute(params![
+            id,
+            provider,
+            conversation,
+            ota,
+            m.sender_name.as_deref().filter(|_| guest),
+            m.property_id,
+            m.conversation_reference,
+            m.conversation_type,
+            at,
+            guest
+        ])?;
+        Ok(Some(id))
+    }
+}
+
+/// The thread of namespace `provider` and conversation `conversation_id`, if any.
+pub fn find(conn: &Connection, provider: &str, conversation_id: &str) -> rusqlite::Result<Option<Thread>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM threads t WHERE t.provider = ?1 AND t.conversation_id = ?2"
+    ))?
+    .query_row(params![provider, conversation_id], |r| read_at(r, 0))
+    .optional()
+}
+
+pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Thread>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM threads t WHERE t.id = ?1"))?
+        .query_row([id], |r| read_at(r, 0))
+        .optional()
+}
+
+/// A reply counts into its thread: its last activity, its count, and it reopens it (as Channex does).
+pub(super) fn add_reply(conn: &Connection, id: &str, at: Millis) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE threads SET message_count = message_count + 1, is_closed = 0,
+             last_message_at = max(last_message_at, ?2), updated_at = ?2
+         WHERE id = ?1",
+    )?
+    .execute(params![id, at])?;
+    Ok(())
+}
+
+pub fn set_closed(conn: &Connection, id: &str, closed: bool, at: Millis) -> rusqlite::Result<bool> {
+    let n = conn
+        .prepare_cached("UPDATE threads SET is_closed = ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![id, closed, at])?;
+    Ok(n == 1)
+}
+
+/// The threads of conversation `conversation_id`, in any channel.
+pub(super) fn named(conn: &Connection, conversation_id: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare("SELECT id FROM threads WHERE conversation_id = ?1")?
+        .query_map([conversation_id], |r| r.get(0))?
+        .collect()
+}
+
+pub(super) fn forget_title(conn: &Connection, id: &str, now: Millis) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE threads SET title = NULL, updated_at = ?2 WHERE id = ?1 AND title IS NOT NULL",
+        params![id, now],
+    )?;
+    Ok(())
+}
+
+/// The title of the thread of message `seq` (its guest's name) goes with the message's personal data.
+pub(super) fn forget_title_of_message(conn: &Connection, seq: i64, now: Millis) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE threads SET title = NULL, updated_at = ?2
+         WHERE title IS NOT NULL
+           AND (provider, conversation_id) = (SELECT provider, conversation_id FROM messages WHERE seq = ?1)",
+        params![seq, now],
+    )?;
+    Ok(())
+}
+
+/// Retention: titles of threads without activity since `cutoff`.
+pub(super) fn forget_titles_idle_since(conn: &Connection, cutoff: Millis, now: Millis) -> rusqlite::Result<u64> {
+    Ok(conn.execute(
+        "UPDATE threads SET title = NULL, updated_at = ?2 WHERE title IS NOT NULL AND last_message_at < ?1",
+        params![cutoff, now],
+    )? as u64)
+}
+
+/// Version 10: every stored message gets its UUID and is counted into its thread, in arrival order.
+pub(super) fn build_all(conn: &Connection) -> rusqlite::Result<()> {
+    let mut read = conn.prepare(
+        "SELECT seq, provider, message_id, conversation_id, conversation_type, conversation_reference,
+                property_id, sender_role, sender_name, ota, first_seen_at
+         FROM messages ORDER BY seq",
+    )?;
+    let mut rows = read.query([])?;
+    let mut set_uuid = conn.prepare("UPDATE messages SET uuid = ?2 WHERE seq = ?1")?;
+    let mut upsert = Upsert::prepare(conn)?;
+    while let Some(r) = rows.next()? {
+        let provider: String = r.get(1)?;
+        let m = NewMessage {
+            message_id: r.get(2)?,
+            conversation_id: r.get(3)?,
+            conversation_type: r.get(4)?,
+            conversation_reference: r.get(5)?,
+            property_id: r.get(6)?,
+            sender_id: None,
+            sender_role: r.get(7)?,
+            sender_name: r.get(8)?,
+            content: None,
+            attachment_ids: Vec::new(),
+            sent_at: None,
+            raw: String::new(),
+            raw_exact: None,
+        };
+        set_uuid.execute(params![r.get::<_, i64>(0)?, message_uuid(&provider, &m.message_id)])?;
+        let ota: Option<String> = r.get(9)?;
+        upsert.run(&provider, ota.as_deref(), &m, r.get(10)?)?;
+    }
+    Ok(())
+}
