@@ -116,6 +116,7 @@ impl Store {
                         }
                     }
                 }
+                follow_up.finish(&tx)?;
             }
             batches::set_summary(&tx, batch_id, &summary)?;
             if batch.origin == BatchOrigin::Queue {
@@ -139,16 +140,21 @@ impl Store {
 /// written (so no stored message can miss its delivery, and a redelivered one never gets a second), unless it
 /// is the channel's echo of a reply: then it is recorded as that reply's proof, never as guest news.
 struct FollowUp<'c> {
-    threads: threads::Upsert<'c>,
+    threads: threads::Deltas,
     deliveries: deliveries::InsertPending<'c>,
 }
 
 impl<'c> FollowUp<'c> {
     fn prepare(conn: &'c rusqlite::Connection) -> rusqlite::Result<FollowUp<'c>> {
         Ok(FollowUp {
-            threads: threads::Upsert::prepare(conn)?,
+            threads: threads::Deltas::default(),
             deliveries: deliveries::InsertPending::prepare(conn)?,
         })
+    }
+
+    /// The threads' changes, once per transaction, before its commit.
+    fn finish(self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        self.threads.write(conn)
     }
 
     /// For the message just inserted (the connection's last rowid).
@@ -170,7 +176,7 @@ impl<'c> FollowUp<'c> {
                 return Ok(());
             }
         }
-        self.threads.run(provider, ota, m, at)?;
+        self.threads.add(provider, ota, m, at);
         self.deliveries.run(seq, at)
     }
 }
@@ -252,6 +258,7 @@ fn commit_pushes(
             }
             outcomes.push(outcome);
         }
+        follow_up.finish(&tx)?;
     }
     for (source, tally) in &counts {
         push_stats::add(&tx, source, tally, at)?;

@@ -285,30 +285,25 @@ pub(super) fn match_echo(
     content: Option<&str>,
     now: Millis,
 ) -> rusqlite::Result<Option<i64>> {
-    let named: Option<i64> = conn
-        .prepare_cached("SELECT id FROM replies WHERE thread_id = ?1 AND channel_message_id = ?2")?
-        .query_row(params![thread_id, channel_message_id], |r| r.get(0))
-        .optional()?;
-    let id = match named {
-        Some(id) => Some(id),
-        None => {
-            let Some(content) = content else {
-                return Ok(None);
-            };
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, content FROM replies
-                 WHERE thread_id = ?1 AND (state = 'pending' OR state = 'sending' OR state = 'unknown')
-                 ORDER BY id",
-            )?;
-            let candidates: Vec<(i64, Option<String>)> = stmt
-                .query_map([thread_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            candidates
-                .into_iter()
-                .find(|(_, c)| c.as_deref().is_some_and(|c| same_text(c, content)))
-                .map(|(id, _)| id)
-        }
-    };
+    // One look at the thread's replies (usually none): most property messages are not echoes.
+    let replies: Vec<(i64, Option<String>, String, Option<String>)> = conn
+        .prepare_cached("SELECT id, channel_message_id, state, content FROM replies WHERE thread_id = ?1 ORDER BY id")?
+        .query_map([thread_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    if replies.is_empty() {
+        return Ok(None);
+    }
+    let named = replies
+        .iter()
+        .find(|(_, channel_id, _, _)| channel_id.as_deref() == Some(channel_message_id));
+    let unsettled = |state: &str| matches!(state, "pending" | "sending" | "unknown");
+    let id = named.map(|r| r.0).or_else(|| {
+        let content = content?;
+        replies
+            .iter()
+            .find(|(_, _, state, text)| unsettled(state) && text.as_deref().is_some_and(|t| same_text(t, content)))
+            .map(|r| r.0)
+    });
     let Some(id) = id else {
         return Ok(None);
     };

@@ -1,6 +1,6 @@
 //! `threads`: one conversation of one channel (a Booking.com conversation, a STAAH thread, a Channex message
 //! thread), keyed by the dedup namespace and the channel's conversation id. Updated in the transaction that
-//! stores each of its messages ([`Upsert`]), so a thread never disagrees with its messages.
+//! stores its messages ([`Deltas`]), so a thread never disagrees with its messages.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -70,17 +70,61 @@ pub(super) fn read_at(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Resul
     })
 }
 
-/// A message's effect on its thread, prepared once for a batch.
-pub(super) struct Upsert<'c>(rusqlite::CachedStatement<'c>);
+/// What the new messages of one transaction do to one thread: gathered, then written once ([`Upsert`]).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Delta {
+    ota: Option<String>,
+    title: Option<String>,
+    property_id: Option<String>,
+    booking_reference: Option<String>,
+    conversation_type: Option<String>,
+    /// A guest wrote: the thread is open again.
+    reopen: bool,
+    count: i64,
+    at: Millis,
+}
 
-impl<'c> Upsert<'c> {
-    pub(super) fn prepare(conn: &'c Connection) -> rusqlite::Result<Upsert<'c>> {
-        // A guest's message reopens a closed thread, names it (when it gives a name) and counts; what a message
-        // does not say keeps the thread's value.
-        conn.prepare_cached(
+/// The new messages of one transaction, by thread: a batch of 100 messages touches each of its threads once.
+#[derive(Default)]
+pub(super) struct Deltas(std::collections::HashMap<(String, String), Delta>);
+
+impl Deltas {
+    /// Counts a new message `m` of namespace `provider` into its thread (none without a conversation id).
+    pub(super) fn add(&mut self, provider: &str, ota: Option<&str>, m: &NewMessage, at: Millis) {
+        let Some(conversation) = m.conversation_id.as_deref() else {
+            return;
+        };
+        let guest = m.sender_role.as_deref() == Some("guest");
+        let d = self
+            .0
+            .entry((provider.to_owned(), conversation.to_owned()))
+            .or_default();
+        let later = |kept: &mut Option<String>, new: Option<&str>| {
+            if let Some(new) = new {
+                *kept = Some(new.to_owned());
+            }
+        };
+        later(&mut d.ota, ota);
+        later(&mut d.title, m.sender_name.as_deref().filter(|_| guest));
+        later(&mut d.property_id, m.property_id.as_deref());
+        later(&mut d.booking_reference, m.conversation_reference.as_deref());
+        later(&mut d.conversation_type, m.conversation_type.as_deref());
+        d.reopen |= guest;
+        d.count += 1;
+        d.at = d.at.max(at);
+    }
+
+    /// Writes every thread's change, in the caller's transaction.
+    pub(super) fn write(self, conn: &Connection) -> rusqlite::Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        // A guest's message reopens a closed thread and names it (when it gives a name); what the messages do
+        // not say keeps the thread's value.
+        let mut upsert = conn.prepare_cached(
             "INSERT INTO threads (id, provider, conversation_id, ota, title, property_id, booking_reference,
                  conversation_type, is_closed, message_count, last_message_at, inserted_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, 1, ?9, ?9, ?9)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?11, ?9, ?9, ?9)
              ON CONFLICT (provider, conversation_id) DO UPDATE SET
                  ota = coalesce(excluded.ota, ota),
                  title = coalesce(excluded.title, title),
@@ -88,39 +132,26 @@ impl<'c> Upsert<'c> {
                  booking_reference = coalesce(excluded.booking_reference, booking_reference),
                  conversation_type = coalesce(excluded.conversation_type, conversation_type),
                  is_closed = CASE WHEN ?10 THEN 0 ELSE is_closed END,
-                 message_count = message_count + 1,
+                 message_count = message_count + ?11,
                  last_message_at = max(last_message_at, excluded.last_message_at),
                  updated_at = excluded.updated_at",
-        )
-        .map(Upsert)
-    }
-
-    /// Counts a new message `m` of namespace `provider` into its thread (none without a conversation id).
-    pub(super) fn run(
-        &mut self,
-        provider: &str,
-        ota: Option<&str>,
-        m: &NewMessage,
-        at: Millis,
-    ) -> rusqlite::Result<Option<String>> {
-        let Some(conversation) = m.conversation_id.as_deref() else {
-            return Ok(None);
-        };
-        let guest = m.sender_role.as_deref() == Some("guest");
-        let id = thread_uuid(provider, conversation);
-        self.0.execute(params![
-            id,
-            provider,
-            conversation,
-            ota,
-            m.sender_name.as_deref().filter(|_| guest),
-            m.property_id,
-            m.conversation_reference,
-            m.conversation_type,
-            at,
-            guest
-        ])?;
-        Ok(Some(id))
+        )?;
+        for ((provider, conversation), d) in self.0 {
+            upsert.execute(params![
+                thread_uuid(&provider, &conversation),
+                provider,
+                conversation,
+                d.ota,
+                d.title,
+                d.property_id,
+                d.booking_reference,
+                d.conversation_type,
+                d.at,
+                d.reopen,
+                d.count
+            ])?;
+        }
+        Ok(())
     }
 }
 
@@ -200,7 +231,7 @@ pub(super) fn build_all(conn: &Connection) -> rusqlite::Result<()> {
     )?;
     let mut rows = read.query([])?;
     let mut set_uuid = conn.prepare("UPDATE messages SET uuid = ?2 WHERE seq = ?1")?;
-    let mut upsert = Upsert::prepare(conn)?;
+    let mut deltas = Deltas::default();
     while let Some(r) = rows.next()? {
         let provider: String = r.get(1)?;
         let m = NewMessage {
@@ -220,7 +251,7 @@ pub(super) fn build_all(conn: &Connection) -> rusqlite::Result<()> {
         };
         set_uuid.execute(params![r.get::<_, i64>(0)?, message_uuid(&provider, &m.message_id)])?;
         let ota: Option<String> = r.get(9)?;
-        upsert.run(&provider, ota.as_deref(), &m, r.get(10)?)?;
+        deltas.add(&provider, ota.as_deref(), &m, r.get(10)?);
     }
-    Ok(())
+    deltas.write(conn)
 }
