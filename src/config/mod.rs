@@ -5,6 +5,7 @@
 //! Key names are a contract with operators and outside checks; every error names the file, the key and (where
 //! the value was written) the line.
 
+mod api;
 mod booking;
 mod channex;
 mod forward;
@@ -12,6 +13,7 @@ mod http;
 mod jobs;
 mod log;
 mod receive;
+mod replies;
 mod render;
 mod retention;
 mod secret;
@@ -27,12 +29,14 @@ pub use booking::{
     BookingAuth, BookingSettings, DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, ENV_CLIENT_SECRET, ENV_PASSWORD, NoCredentials,
     NotificationSettings,
 };
+pub use api::{ApiSettings, ApiToken};
 pub use channex::ChannexSettings;
 pub use forward::{ENV_SECRET as ENV_FORWARD_SECRET, ForwardSettings, RetryPolicy};
 pub use http::HttpSettings;
 pub use jobs::{JobsSettings, Schedule};
 pub use log::{LogFormat, LogSettings};
 pub use receive::{Listen, ReceiveSettings};
+pub use replies::RepliesSettings;
 pub use retention::RetentionSettings;
 pub use secret::{Secret, SecretSource};
 pub use staah::StaahSettings;
@@ -83,6 +87,11 @@ pub struct Settings {
     /// Absent: no health or metrics listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSettings>,
+    /// The Channex-compatible API for the PMS; absent: no API listener (and no replies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiSettings>,
+    #[serde(default)]
+    pub replies: RepliesSettings,
     /// Legal but suspicious choices, reported by `check-config` and logged at start.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -103,6 +112,8 @@ impl Settings {
             jobs: JobsSettings::off(),
             retention: RetentionSettings::FOREVER,
             http: None,
+            api: None,
+            replies: RepliesSettings::default(),
             warnings: Vec::new(),
         }
     }
@@ -161,6 +172,9 @@ impl Settings {
         }
         if let Some(forward) = &mut self.forward {
             forward.finish(cx)?;
+        }
+        if let Some(api) = &mut self.api {
+            api.finish(cx)?;
         }
         if self.jobs.retention.is_none() && self.retention != RetentionSettings::FOREVER {
             cx.warnings
@@ -272,6 +286,11 @@ impl Cx<'_> {
             Some(dir) if path.is_relative() => dir.join(path),
             _ => path,
         }
+    }
+
+    /// False for tools that check a file without its secrets (`check-config` on another machine, the fuzzer).
+    fn resolves_secrets(&self) -> bool {
+        self.resolve_secrets
     }
 
     fn invalid(&self, key: &str, message: &str) -> ConfigError {
