@@ -20,6 +20,7 @@ pub mod http_client;
 pub mod jobs;
 pub mod metrics;
 pub mod ops;
+pub mod reply;
 pub mod store;
 pub mod telemetry;
 pub mod time;

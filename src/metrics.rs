@@ -77,6 +77,7 @@ struct Instruments {
     job_runs: Family<JobLabels, Counter>,
     job_last_success: Family<JobLabel, Gauge>,
     pushes: Family<PushLabels, Counter>,
+    reply_sends: Family<OutcomeLabel, Counter>,
     push_last_accepted: Family<SourceLabel, Gauge>,
 }
 
@@ -115,6 +116,7 @@ impl Metrics {
             job_runs: Family::default(),
             job_last_success: Family::default(),
             pushes: Family::default(),
+            reply_sends: Family::default(),
             push_last_accepted: Family::default(),
         };
         let r = &mut i.registry;
@@ -141,6 +143,7 @@ impl Metrics {
             "job_runs", "Housekeeping job runs, by job and outcome (ok, failed)" => job_runs;
             "job_last_success_timestamp_seconds", "Unix time of each job's last successful run in this process" => job_last_success;
             "push_last_accepted_timestamp_seconds", "Unix time each push source's last new message was stored (from the store)" => push_last_accepted;
+            "reply_sends", "Reply sends, by what their answer proved (sent, retry, failed, unknown)" => reply_sends;
             "pushes", "Pushed requests, by source and outcome (stored, duplicate, quarantined, ignored, refused, unavailable)" => pushes;
         }
         Metrics(Arc::new(i))
@@ -172,6 +175,10 @@ impl Metrics {
             .requests
             .get_or_create(&RequestLabels { peer, operation })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn reply(&self, outcome: &'static str) {
+        self.0.reply_sends.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     pub fn push(&self, source: &'static str, outcome: &'static str) {

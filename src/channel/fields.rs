@@ -82,3 +82,12 @@ impl<'a> Fields<'a> {
             .collect()
     }
 }
+
+/// An id in an already parsed value: a non-empty string, or a number's text.
+pub fn id_of_value(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}

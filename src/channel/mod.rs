@@ -4,6 +4,7 @@
 pub mod booking;
 pub mod channex;
 pub mod fields;
+pub mod reply;
 pub mod staah;
 
 /// Every path by which messages arrive: a closed set, dispatched with `match`.
@@ -27,6 +28,28 @@ impl Source {
             Source::BookingNotification => "booking_notification",
             Source::Staah => "staah",
             Source::Channex => "channex",
+        }
+    }
+}
+
+/// The channel a thread belongs to, and that its replies go through, from its dedup namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadChannel {
+    Booking,
+    Staah,
+    Channex,
+}
+
+impl ThreadChannel {
+    pub fn of(provider: &str) -> Option<ThreadChannel> {
+        if provider == booking::wire::PROVIDER {
+            Some(ThreadChannel::Booking)
+        } else if provider.starts_with("staah:") {
+            Some(ThreadChannel::Staah)
+        } else if provider == channex::NAMESPACE {
+            Some(ThreadChannel::Channex)
+        } else {
+            None
         }
     }
 }

@@ -91,7 +91,11 @@ impl ApiSettings {
             if self.tokens[..i].iter().any(|other| other.name == t.name) {
                 return Err(cx.invalid(&format!("api.tokens[{i}].name"), &format!("{:?} is used twice", t.name)));
             }
-            if cx.resolves_secrets() && self.tokens[..i].iter().any(|other| other.token.expose() == t.token.expose()) {
+            if cx.resolves_secrets()
+                && self.tokens[..i]
+                    .iter()
+                    .any(|other| other.token.expose() == t.token.expose())
+            {
                 return Err(cx.invalid(&format!("api.tokens[{i}].token"), "is the same as another token's"));
             }
         }

@@ -13,8 +13,8 @@ mod http;
 mod jobs;
 mod log;
 mod receive;
-mod replies;
 mod render;
+mod replies;
 mod retention;
 mod secret;
 mod staah;
@@ -25,11 +25,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use api::{ApiSettings, ApiToken};
 pub use booking::{
     BookingAuth, BookingSettings, DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, ENV_CLIENT_SECRET, ENV_PASSWORD, NoCredentials,
     NotificationSettings,
 };
-pub use api::{ApiSettings, ApiToken};
 pub use channex::ChannexSettings;
 pub use forward::{ENV_SECRET as ENV_FORWARD_SECRET, ForwardSettings, RetryPolicy};
 pub use http::HttpSettings;

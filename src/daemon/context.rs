@@ -19,12 +19,14 @@ pub struct Context {
     pub cancel: CancellationToken,
 }
 
-/// What wakes the delivery worker: new messages committed, and an operator command (SIGUSR1), which also sends
-/// a probe at once when the PMS counts as failing.
+/// What wakes the workers: new messages or events committed, and an operator command (SIGUSR1), which also
+/// sends a probe at once when the PMS counts as failing, wake the delivery worker; a reply wakes the reply worker.
 #[derive(Clone, Default)]
 pub struct Wake {
     pub commits: Arc<Notify>,
     pub operator: Arc<Notify>,
+    /// A reply committed (by the API, or an operator's resend): the reply worker looks at once.
+    pub replies: Arc<Notify>,
 }
 
 /// A worker's failure that waiting cannot fix but a restart does: the daemon stops and exits 1, and systemd

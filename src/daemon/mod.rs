@@ -2,6 +2,7 @@
 //! bound. Its event loop waits for shutdown, a worker's fatal failure or a reload request, each handled by one
 //! method.
 
+mod api;
 mod context;
 pub mod notify;
 mod receiving;
@@ -69,7 +70,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let listener = start_ops_listener(settings, &cx).await?;
     let receiving = Receiving::start(settings, &cx).await?;
-    let workers = Workers::start(settings, &cx)?;
+    let senders = crate::reply::Senders::from_settings(settings, &cx.store, &cx.metrics)?;
+    let api = api::start(settings, &cx, &senders).await?;
+    let workers = Workers::start(settings, &cx, &senders)?;
     // The store is open and checked, every worker runs and the receiver listens.
     notify::ready(if settings.pull().is_some() {
         "started; first poll under way"
@@ -81,6 +84,8 @@ pub async fn serve(
         cx,
         workers,
         receiving,
+        api,
+        senders,
         failure: None,
     };
     daemon.event_loop(fatal, reloads).await;
@@ -92,6 +97,9 @@ struct Daemon {
     cx: Context,
     workers: Workers,
     receiving: Option<Receiving>,
+    api: Option<api::Listening>,
+    /// The channels replies go through (shared by the API's checks and the reply worker).
+    senders: crate::reply::Senders,
     /// Why the daemon stopped on its own: it exits 1 so that systemd starts it again.
     failure: Option<anyhow::Error>,
 }
@@ -140,9 +148,20 @@ impl Daemon {
         if !self.workers.stop(shutdown_grace(&self.running), &self.cx).await {
             return false;
         }
-        match Workers::start(&new, &self.cx) {
+        let senders = match crate::reply::Senders::from_settings(&new, &self.cx.store, &self.cx.metrics) {
+            Ok(senders) => senders,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot build the reply senders; keeping the running ones");
+                self.senders.clone()
+            }
+        };
+        match Workers::start(&new, &self.cx, &senders) {
             Ok(started) => {
                 self.workers = started;
+                if let Some(api) = &self.api {
+                    api.api.reload(&new, senders.routes());
+                }
+                self.senders = senders;
                 self.running = new;
                 tracing::info!("configuration reloaded and applied");
                 notify::status("configuration reloaded");
@@ -150,7 +169,7 @@ impl Daemon {
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "cannot apply the new configuration; keeping the running one");
                 notify::status(&format!("configuration reload failed: {e:#}"));
-                match Workers::start(&self.running, &self.cx) {
+                match Workers::start(&self.running, &self.cx, &self.senders) {
                     Ok(started) => self.workers = started,
                     Err(e) => {
                         self.failure = Some(e.context("cannot restart the workers with the running configuration"));
@@ -177,6 +196,9 @@ impl Daemon {
                 stopping.await;
             }
         });
+        if let Some(api) = self.api {
+            let _ = api.server.await;
+        }
         if let Some(task) = listener {
             let _ = task.await;
         }

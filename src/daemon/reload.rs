@@ -41,6 +41,13 @@ pub(super) fn reload(
         restart_needed.push("http.listen");
         new.http = running.http;
     }
+    if new.api.as_ref().map(|a| a.listen) != running.api.as_ref().map(|a| a.listen) {
+        restart_needed.push("api.listen");
+        match (&mut new.api, &running.api) {
+            (Some(api), Some(old)) => api.listen = old.listen,
+            (new_api, old) => *new_api = old.clone(),
+        }
+    }
     if new.log.format != running.log.format {
         restart_needed.push("log.format");
         new.log.format = running.log.format;

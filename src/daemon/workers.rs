@@ -17,7 +17,11 @@ pub(super) struct Workers {
 }
 
 impl Workers {
-    pub(super) fn start(settings: &Settings, daemon: &Context) -> anyhow::Result<Workers> {
+    pub(super) fn start(
+        settings: &Settings,
+        daemon: &Context,
+        senders: &crate::reply::Senders,
+    ) -> anyhow::Result<Workers> {
         let cx = daemon.child();
         let tracker = TaskTracker::new();
         let drainer = match settings.pull() {
@@ -37,6 +41,9 @@ impl Workers {
         if let Some(forwarder) = forwarder {
             tracker.spawn(forwarder.run());
         }
+        let replies =
+            crate::reply::worker::ReplyWorker::new(&cx, senders.clone(), settings.replies, cx.wake.replies.clone());
+        tracker.spawn(replies.run());
         spawn_jobs(&tracker, settings, &cx);
         tracker.close();
         Ok(Workers { cx, tracker })

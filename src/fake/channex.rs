@@ -1,5 +1,7 @@
-//! A fake Channex API over real HTTP on 127.0.0.1: `GET /api/v1/message_threads/:id` with the `user-api-key`
-//! header, answering the thread in Channex's shape (provider and title), and counting the lookups.
+//! A fake Channex API over real HTTP on 127.0.0.1, with the `user-api-key` header: `GET
+//! /api/v1/message_threads/:id` (the thread in Channex's shape, counting the lookups) and `POST
+//! /api/v1/message_threads/:id/messages` (a property message: recorded and answered with its id, or a scripted
+//! status).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +25,12 @@ pub struct ChannexState {
     pub lookups: HashMap<String, u32>,
     /// While set, every lookup gets 500.
     pub down: bool,
+    /// Messages posted to threads: (thread, message, the id answered).
+    pub posted: Vec<(String, String, String)>,
+    /// Message POSTs received, answered or not.
+    pub post_attempts: u64,
+    /// Statuses the next message POSTs get instead of being taken (with Channex's error body).
+    pub post_faults: std::collections::VecDeque<u16>,
 }
 
 pub struct FakeChannex {
@@ -37,6 +45,10 @@ impl FakeChannex {
         let state = Arc::new(Observed::new(ChannexState::default()));
         let app = Router::new()
             .route("/api/v1/message_threads/{id}", get(thread))
+            .route(
+                "/api/v1/message_threads/{id}/messages",
+                axum::routing::post(post_message),
+            )
             .with_state((state.clone(), Arc::<str>::from(api_key)));
         let stop = CancellationToken::new();
         let addr = crate::web::serve_on_loopback(app, stop.clone()).await?;
@@ -64,6 +76,19 @@ impl FakeChannex {
 
     pub fn set_down(&self, down: bool) {
         self.state.mutate(|s| s.down = down);
+    }
+
+    /// The next message POST gets `status` (403 and 422 with Channex's titles; others bare).
+    pub fn fail_next_post(&self, status: u16) {
+        self.state.mutate(|s| s.post_faults.push_back(status));
+    }
+
+    pub fn read<R>(&self, f: impl FnOnce(&ChannexState) -> R) -> R {
+        self.state.read(f)
+    }
+
+    pub async fn wait_for(&self, predicate: impl FnMut(&ChannexState) -> bool) {
+        self.state.wait_for(predicate).await
     }
 
     pub fn lookups(&self, thread: &str) -> u32 {
@@ -115,4 +140,52 @@ async fn thread(State((state, key)): State<Shared>, Path(id): Path<String>, head
         }
     });
     axum::Json(body).into_response()
+}
+
+async fn post_message(
+    State((state, key)): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let authorized = headers
+        .get("user-api-key")
+        .is_some_and(|v| v.as_bytes() == key.as_bytes());
+    if !authorized {
+        let body = json!({"errors": {"code": "unauthorized", "title": "Unauthorized"}});
+        return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let message = value["message"]["message"].as_str().unwrap_or_default().to_owned();
+    let fault = state.mutate(|s| {
+        s.post_attempts += 1;
+        s.post_faults.pop_front()
+    });
+    match fault {
+        Some(403) => {
+            let body = json!({"errors": {"code": "forbidden", "title": "Forbidden"}});
+            (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+        }
+        Some(422) => {
+            let body = json!({"errors": {"code": "validation_error", "title": "Message thread is closed by OTA"}});
+            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
+        }
+        Some(status) => StatusCode::from_u16(status)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            .into_response(),
+        None => {
+            let answered = uuid::Uuid::new_v4().to_string();
+            state.mutate(|s| s.posted.push((id.clone(), message.clone(), answered.clone())));
+            let body = json!({
+                "data": {
+                    "attributes": {"message": message, "attachments": [], "sender": "property",
+                                   "inserted_at": "2026-11-30T10:00:00.000000", "updated_at": "2026-11-30T10:00:00.000000"},
+                    "id": answered,
+                    "relationships": {"message_thread": {"data": {"id": id, "type": "message_thread"}}},
+                    "type": "message"
+                }
+            });
+            axum::Json(body).into_response()
+        }
+    }
 }

@@ -5,11 +5,15 @@ pub mod channex;
 mod observed;
 pub mod ota;
 pub mod pms;
+pub mod pms_api;
 pub mod pushes;
 pub mod samples;
+pub mod staah;
 
 pub use channex::FakeChannex;
+pub use ota::conversations::ReplyFault;
 pub use ota::{Endpoint, FakeAuth, FakeOta, FakeOtaOptions, Fault, Gate, HoldPoint, OtaState};
 pub use pms::{FakePms, FakePmsOptions, PmsReply, PmsState};
 pub use pushes::{PushCredentials, PushSample, Senders};
 pub use samples::{SampleMessage, commit_as_batch, guest_message, poison_message};
+pub use staah::{FakeStaah, StaahAnswer};

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::observed::Observed;
 use super::samples::SampleMessage;
 
+pub mod conversations;
 mod handlers;
 mod search;
 use handlers::{confirm, latest, token};
@@ -49,6 +50,8 @@ pub struct FakeOtaOptions {
     pub search_page_size: usize,
     /// Result requests answered "pending" before a search job is ready.
     pub search_pending_polls: u32,
+    /// Queue each reply posted to a conversation as a property message, as Booking.com does.
+    pub echo_replies: bool,
 }
 
 impl Default for FakeOtaOptions {
@@ -64,6 +67,7 @@ impl Default for FakeOtaOptions {
             token_max_uses: None,
             search_page_size: 100,
             search_pending_polls: 0,
+            echo_replies: true,
         }
     }
 }
@@ -75,6 +79,8 @@ pub enum Endpoint {
     Token,
     /// The message search and its results.
     Search,
+    /// The conversation endpoints (replies, the conversation read, tags).
+    Reply,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +174,14 @@ pub struct OtaState {
     /// Every search created, as "after=… before=… property_id=… order_by=…".
     pub searches: Vec<String>,
     pub search_result_requests: u64,
+    /// Replies applied (posted to a conversation), in order.
+    pub posted: Vec<conversations::Posted>,
+    /// Reply POSTs received, applied or not.
+    pub reply_attempts: u64,
+    pub conversation_reads: u64,
+    /// (property, conversation, tag) set.
+    pub tags: Vec<(String, String, String)>,
+    reply_faults: VecDeque<conversations::ReplyFault>,
 }
 
 impl OtaState {
@@ -257,7 +271,7 @@ impl Shared {
         let pool = match endpoint {
             Endpoint::Latest => RANDOM_LATEST_FAULTS,
             Endpoint::Confirm => RANDOM_CONFIRM_FAULTS,
-            Endpoint::Token | Endpoint::Search => return None,
+            Endpoint::Token | Endpoint::Search | Endpoint::Reply => return None,
         };
         let mut rng = self.rng.lock().expect("fake rng");
         (self.options.fault_rate > 0.0 && rng.f64() < self.options.fault_rate)
@@ -292,6 +306,14 @@ impl FakeOta {
             .route("/token", post(token))
             .route("/messaging/messages/search", get(search::create))
             .route("/messaging/messages/search/result/{job_id}", get(search::result))
+            .route(
+                "/messaging/properties/{property}/conversations/{conversation}",
+                post(conversations::post).get(conversations::get),
+            )
+            .route(
+                "/messaging/properties/{property}/conversations/{conversation}/tags/no_reply_needed",
+                put(conversations::tag),
+            )
             .with_state(shared.clone());
         let stop = CancellationToken::new();
         let addr = crate::web::serve_on_loopback(app, stop.clone()).await?;
@@ -308,6 +330,11 @@ impl FakeOta {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// What the next reply POSTs meet, in order.
+    pub fn reply_fault(&self, fault: conversations::ReplyFault) {
+        self.shared.mutate(|s| s.reply_faults.push_back(fault));
     }
 
     /// Queues messages; the search finds them too.

@@ -242,3 +242,23 @@ pub fn first(conn: &Connection, n: usize) -> rusqlite::Result<Vec<StoredMessage>
         .query_map([n as i64], |r| read_at(r, 0))?
         .collect()
 }
+
+/// The raw body of the newest guest message of a conversation (else of any message): what a STAAH reply takes
+/// its coordinates from.
+pub fn latest_raw_of(conn: &Connection, provider: &str, conversation_id: &str) -> rusqlite::Result<Option<String>> {
+    use rusqlite::OptionalExtension as _;
+    conn.prepare_cached(
+        "SELECT raw FROM messages WHERE provider = ?1 AND conversation_id = ?2 AND raw IS NOT NULL
+         ORDER BY sender_role = 'guest' DESC, seq DESC LIMIT 1",
+    )?
+    .query_row(params![provider, conversation_id], |r| r.get(0))
+    .optional()
+}
+
+/// Whether a message with this channel id is stored already, and since when.
+pub fn first_seen(conn: &Connection, provider: &str, message_id: &str) -> rusqlite::Result<Option<Millis>> {
+    use rusqlite::OptionalExtension as _;
+    conn.prepare_cached("SELECT first_seen_at FROM messages WHERE provider = ?1 AND message_id = ?2")?
+        .query_row(params![provider, message_id], |r| r.get(0))
+        .optional()
+}

@@ -14,6 +14,7 @@ pub mod job_runs;
 pub mod messages;
 pub mod push_stats;
 pub mod quarantine;
+pub mod readers;
 pub mod receipts;
 pub mod replies;
 mod schema;
@@ -423,7 +424,7 @@ pub fn open_for_tools(path: &Path) -> Result<Connection, StoreError> {
 /// A connection to a store that exists (operator commands, the health and metrics listener): no pragma that
 /// writes (a new store's `auto_vacuum`, switching to WAL, both set when the daemon created it), so that reading
 /// works on a full disk.
-fn connect_existing(path: &Path) -> Result<Connection, StoreError> {
+pub(super) fn connect_existing(path: &Path) -> Result<Connection, StoreError> {
     let classify = |e: rusqlite::Error| classify_open_error(path, e);
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(classify)?;

@@ -157,6 +157,13 @@ pub fn by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<Reply>> {
         .optional()
 }
 
+/// The reply the channel knows by this id, if any.
+pub fn find_by_channel_id(conn: &Connection, channel_id: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT id FROM replies WHERE channel_message_id = ?1")?
+        .query_row([channel_id], |r| r.get(0))
+        .optional()
+}
+
 /// By its UUID, or by its number (what `replies list` shows).
 pub fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<Reply>> {
     match id.parse::<i64>() {
@@ -178,7 +185,7 @@ pub struct Due {
 /// Up to `limit` pending replies due at `now`, oldest first.
 pub fn due(conn: &Connection, now: Millis, limit: usize) -> rusqlite::Result<Due> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS}, {} FROM replies r INDEXED BY replies_open JOIN threads t ON t.id = r.thread_id
+        "SELECT {COLUMNS}, {} FROM replies r JOIN threads t ON t.id = r.thread_id
          WHERE r.state = 'pending' ORDER BY r.next_attempt_at, r.id",
         threads::COLUMNS
     ))?;
@@ -339,7 +346,7 @@ pub(super) fn settle_sent(
 /// Replies whose outcome is unknown, with their threads (for the conversation reads).
 pub fn unknown(conn: &Connection) -> rusqlite::Result<Vec<(Reply, Thread)>> {
     conn.prepare_cached(&format!(
-        "SELECT {COLUMNS}, {} FROM replies r INDEXED BY replies_open JOIN threads t ON t.id = r.thread_id
+        "SELECT {COLUMNS}, {} FROM replies r JOIN threads t ON t.id = r.thread_id
          WHERE r.state = 'unknown' ORDER BY r.id",
         threads::COLUMNS
     ))?
@@ -426,7 +433,7 @@ pub fn counts(conn: &Connection) -> rusqlite::Result<Counts> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let oldest_unknown_since = conn.query_row(
-        "SELECT min(unknown_since) FROM replies INDEXED BY replies_open WHERE state = 'unknown'",
+        "SELECT min(unknown_since) FROM replies WHERE state = 'unknown'",
         [],
         |r| r.get(0),
     )?;

@@ -266,7 +266,7 @@ const MIGRATIONS: &[Migration] = &[
         UNIQUE (idempotency_token, idempotency_key)
     ) STRICT;
     CREATE INDEX replies_thread ON replies (thread_id, created_at);
-    CREATE INDEX replies_open ON replies (state, next_attempt_at) WHERE state <> 'sent' AND state <> 'failed';
+    CREATE INDEX replies_state ON replies (state, next_attempt_at);
     ALTER TABLE messages ADD COLUMN uuid TEXT;
     ALTER TABLE messages ADD COLUMN reply_id INTEGER;      -- the reply this message is the channel's echo of
     CREATE INDEX messages_thread ON messages (provider, conversation_id, seq);

@@ -255,3 +255,163 @@ pub(super) fn build_all(conn: &Connection) -> rusqlite::Result<()> {
     }
     deltas.write(conn)
 }
+
+/// Which threads a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadFilter {
+    /// The caller's scope: only these properties (an API token limited to some).
+    pub scope: Option<Vec<String>>,
+    pub property_id: Option<String>,
+    pub is_closed: Option<bool>,
+    /// The OTA, as stored (`booking.com`, `airbnb`, `expedia`).
+    pub ota: Option<String>,
+    pub booking_reference: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadOrder {
+    LastMessage,
+    Inserted,
+    Updated,
+}
+
+/// A page of threads, and how many match in all. Ties are broken by id, in the same direction.
+pub fn list(
+    conn: &Connection,
+    filter: &ThreadFilter,
+    order: ThreadOrder,
+    descending: bool,
+    limit: usize,
+    offset: usize,
+) -> rusqlite::Result<(Vec<Thread>, i64)> {
+    let mut clauses = Vec::new();
+    let mut values: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    if let Some(scope) = &filter.scope {
+        let marks = vec!["?"; scope.len()].join(", ");
+        clauses.push(format!("t.property_id IN ({marks})"));
+        values.extend(scope.iter().map(|p| Box::new(p.clone()) as Box<dyn rusqlite::ToSql>));
+    }
+    if let Some(p) = &filter.property_id {
+        clauses.push("t.property_id = ?".into());
+        values.push(Box::new(p.clone()));
+    }
+    if let Some(closed) = filter.is_closed {
+        clauses.push("t.is_closed = ?".into());
+        values.push(Box::new(closed));
+    }
+    if let Some(ota) = &filter.ota {
+        clauses.push("t.ota = ?".into());
+        values.push(Box::new(ota.clone()));
+    }
+    if let Some(reference) = &filter.booking_reference {
+        clauses.push("t.booking_reference = ?".into());
+        values.push(Box::new(reference.clone()));
+    }
+    let filter_sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let total: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM threads t {filter_sql}"),
+        rusqlite::params_from_iter(values.iter()),
+        |r| r.get(0),
+    )?;
+    let column = match order {
+        ThreadOrder::LastMessage => "t.last_message_at",
+        ThreadOrder::Inserted => "t.inserted_at",
+        ThreadOrder::Updated => "t.updated_at",
+    };
+    let direction = if descending { "DESC" } else { "ASC" };
+    values.push(Box::new(limit as i64));
+    values.push(Box::new(offset as i64));
+    let threads = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM threads t {filter_sql}
+             ORDER BY {column} {direction}, t.id {direction} LIMIT ? OFFSET ?"
+        ))?
+        .query_map(rusqlite::params_from_iter(values.iter()), |r| read_at(r, 0))?
+        .collect::<Result<_, _>>()?;
+    Ok((threads, total))
+}
+
+/// One entry of a thread: a message a channel brought, or a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Message(ReceivedEntry),
+    Reply(super::replies::Reply),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedEntry {
+    pub uuid: String,
+    /// The channel's message id.
+    pub message_id: String,
+    pub content: Option<String>,
+    pub attachment_ids: Vec<String>,
+    pub sender_role: Option<String>,
+    pub received_at: Millis,
+}
+
+/// A page of a thread's entries by time (newest first when `descending`, ties by id), and how many it has.
+/// A reply's echo is not listed: the reply stands for it.
+pub fn entries(
+    conn: &Connection,
+    thread: &Thread,
+    descending: bool,
+    limit: usize,
+    offset: usize,
+) -> rusqlite::Result<(Vec<Entry>, i64)> {
+    let direction = if descending { "DESC" } else { "ASC" };
+    let union = "SELECT 0 AS kind, m.seq AS key, m.first_seen_at AS at, m.uuid AS uuid FROM messages m
+                 WHERE m.provider = ?1 AND m.conversation_id = ?2 AND m.reply_id IS NULL
+                 UNION ALL
+                 SELECT 1, r.id, r.created_at, r.uuid FROM replies r WHERE r.thread_id = ?3";
+    let total: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM ({union})"),
+        params![thread.provider, thread.conversation_id, thread.id],
+        |r| r.get(0),
+    )?;
+    let keys: Vec<(i64, i64)> = conn
+        .prepare_cached(&format!(
+            "SELECT kind, key FROM ({union}) ORDER BY at {direction}, uuid {direction} LIMIT ?4 OFFSET ?5"
+        ))?
+        .query_map(
+            params![
+                thread.provider,
+                thread.conversation_id,
+                thread.id,
+                limit as i64,
+                offset as i64
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(keys.len());
+    for (kind, key) in keys {
+        if kind == 1 {
+            if let Some(reply) = super::replies::by_id(conn, key)? {
+                out.push(Entry::Reply(reply));
+            }
+            continue;
+        }
+        let entry = conn
+            .prepare_cached(
+                "SELECT uuid, message_id, content, attachment_ids, sender_role, first_seen_at FROM messages
+                 WHERE seq = ?1",
+            )?
+            .query_row([key], |r| {
+                let attachments: String = r.get(3)?;
+                Ok(ReceivedEntry {
+                    uuid: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    message_id: r.get(1)?,
+                    content: r.get(2)?,
+                    attachment_ids: serde_json::from_str(&attachments).unwrap_or_default(),
+                    sender_role: r.get(4)?,
+                    received_at: r.get(5)?,
+                })
+            })?;
+        out.push(Entry::Message(entry));
+    }
+    Ok((out, total))
+}

@@ -7,6 +7,7 @@
 //! listen backlog rather than being refused. Half-sent requests can then neither pile up nor take the
 //! process's file descriptors, which the outbound requests to the OTAs and the PMS need too.
 
+pub mod api;
 pub mod ops;
 pub mod receive;
 pub mod tls;

@@ -1,5 +1,6 @@
 //! Integration tests: one binary (one link on 2 cores), real HTTP against the built-in fakes, real SQLite files.
 
+mod api;
 mod auth;
 mod backfill;
 mod cli;
@@ -19,6 +20,7 @@ mod push_auth;
 mod push_crash;
 mod push_tls;
 mod recovery;
+mod replies;
 mod stall;
 mod storage;
 mod support;

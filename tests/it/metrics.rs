@@ -44,15 +44,6 @@ async fn get(url: &str) -> (u16, String, String) {
     (status, content_type, response.text().await.unwrap())
 }
 
-/// A port nothing listens on now (the daemon binds it a moment later).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Scrapes `/metrics` until `ready` holds for the parsed exposition; returns it and its text.
 async fn scrape_until(base: &str, what: &str, ready: impl Fn(&Exposition) -> bool) -> (Exposition, String) {
     within(30, what, async {

@@ -126,13 +126,18 @@ pub fn forward_section(pms: &ota_relay::fake::FakePms, extra: &str) -> String {
     )
 }
 
-/// A port free a moment ago, for a listener the daemon binds.
+/// A port for a listener the daemon binds. Taken below the ephemeral range (where every fake's `bind(0)` lands),
+/// so that no fake of a test running beside can take it between this check and the daemon's bind.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = 20_000 + (std::process::id() % 1000) * 10;
+    loop {
+        let port = (start + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Runs an operator command of the real binary to completion without blocking the runtime (the fakes it talks to
@@ -430,6 +435,10 @@ struct RunConfig {
     notification_keys: String,
     /// More `[receive]` keys.
     receive_keys: String,
+    /// More `[staah]` keys.
+    staah_keys: String,
+    /// `[api]` on this port, with [`ota_relay::fake::pms_api`]'s tokens.
+    api_port: Option<u16>,
     /// The receiver's socket, bound by the test and passed as systemd passes it (`listen = "systemd"`).
     socket: Option<std::net::TcpListener>,
     /// The push senders' credentials, as configured (changed to test a rotation).
@@ -519,6 +528,19 @@ impl Setup {
     /// Channex's thread lookup against `api`.
     pub fn channex_api(mut self, api: &ota_relay::fake::FakeChannex) -> Setup {
         self.run.channex_api = Some((api.base_url(), api.api_key().to_owned()));
+        self
+    }
+
+    /// The API on a free port (see [`TestRelay::api`]).
+    pub fn api(mut self) -> Setup {
+        self.run.api_port = Some(free_port());
+        self
+    }
+
+    /// More `[staah]` keys (with [`Self::receiving`]).
+    pub fn staah_keys(mut self, keys: &str) -> Setup {
+        self.run.staah_keys.push_str(keys);
+        self.run.staah_keys.push('\n');
         self
     }
 
@@ -640,6 +662,24 @@ impl TestRelay {
         self.dir.path()
     }
 
+    /// The PMS's client of the API ([`Setup::api`]), with the token for every property.
+    pub fn api(&self) -> ota_relay::fake::pms_api::ApiClient {
+        let port = self.run.api_port.expect("an API listener");
+        ota_relay::fake::pms_api::ApiClient::new(
+            &format!("http://127.0.0.1:{port}"),
+            ota_relay::fake::pms_api::PMS_TOKEN,
+        )
+    }
+
+    /// The same, with the token limited to [`ota_relay::fake::pms_api::LIMITED_PROPERTY`].
+    pub fn limited_api(&self) -> ota_relay::fake::pms_api::ApiClient {
+        let port = self.run.api_port.expect("an API listener");
+        ota_relay::fake::pms_api::ApiClient::new(
+            &format!("http://127.0.0.1:{port}"),
+            ota_relay::fake::pms_api::LIMITED_TOKEN,
+        )
+    }
+
     /// The push senders, pointed at the receiver ([`Setup::receiving`]).
     pub fn senders(&self) -> ota_relay::fake::Senders {
         ota_relay::fake::Senders::new(&self.receive_url(), self.run.push_credentials.clone())
@@ -724,16 +764,22 @@ impl TestRelay {
                     None => format!("127.0.0.1:{port}"),
                 };
                 format!(
-                    "[receive]\nlisten = \"{listen}\"\n{}{}{}\n{}{}",
+                    "[receive]\nlisten = \"{listen}\"\n{}{}{}\n{}{}\n{}",
                     self.run.receive_keys,
                     c.notifications_section(),
                     self.run.notification_keys,
                     c.staah_section(),
+                    self.run.staah_keys,
                     c.channex_section(api)
                 )
             })
             .unwrap_or_default();
-        let extra = format!("{forward}{sections}{ops}{receive}");
+        let api = self
+            .run
+            .api_port
+            .map(|port| ota_relay::fake::pms_api::api_section(&format!("127.0.0.1:{port}")))
+            .unwrap_or_default();
+        let extra = format!("{forward}{sections}{ops}{receive}{api}");
         let credentials = if self.run.token {
             format!(
                 "auth = \"token\"\nclient_id = \"relay-client\"\nclient_secret = \"{CLIENT_SECRET}\"\ntoken_url = \"{}\"",

@@ -151,11 +151,21 @@ pub enum ClientError {
 }
 
 pub struct BookingClient {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
+    /// `base_url` without its trailing slash.
+    pub(super) base: String,
     latest_url: Url,
     confirm_url: Url,
     search_url: Url,
-    auth: Auth,
+    pub(super) auth: Auth,
+}
+
+impl std::fmt::Debug for BookingClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BookingClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What `GET /messaging/messages/search` looks for. Times are ISO 8601 UTC with milliseconds, both inclusive.
@@ -189,6 +199,7 @@ impl BookingClient {
             ),
         };
         Ok(BookingClient {
+            base: base.to_owned(),
             latest_url: endpoint("/messaging/messages/latest"),
             confirm_url: endpoint("/messaging/messages"),
             search_url: endpoint("/messaging/messages/search"),
@@ -237,7 +248,7 @@ impl BookingClient {
     }
 
     /// An idempotent GET: a 401 on an expired token is retried once with a fresh token.
-    async fn get(&self, op: &'static str, url: Url) -> Result<(StatusCode, Vec<u8>), FetchError> {
+    pub(super) async fn get(&self, op: &'static str, url: Url) -> Result<(StatusCode, Vec<u8>), FetchError> {
         let mut renewed = false;
         loop {
             let credential = self.auth.credential().await?;
@@ -278,7 +289,7 @@ impl BookingClient {
         wire::parse_confirm(&body).map_err(|e| wire_error(OP_CONFIRM, status, e))
     }
 
-    async fn send(
+    pub(super) async fn send(
         &self,
         op: &'static str,
         request: reqwest::RequestBuilder,
@@ -298,7 +309,11 @@ impl BookingClient {
     }
 
     /// The body of a 2xx JSON answer; every other answer becomes the matching error.
-    async fn checked_body(&self, op: &'static str, response: reqwest::Response) -> Result<Vec<u8>, FetchError> {
+    pub(super) async fn checked_body(
+        &self,
+        op: &'static str,
+        response: reqwest::Response,
+    ) -> Result<Vec<u8>, FetchError> {
         let status = response.status();
         let retry_after = http_client::retry_after(response.headers());
         let is_html = response

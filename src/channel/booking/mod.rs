@@ -9,6 +9,7 @@ pub(crate) mod envelope;
 pub mod notification;
 pub mod oauth;
 pub mod push;
+pub mod reply;
 pub mod search_wire;
 pub mod wire;
 

@@ -7,6 +7,7 @@
 //! [`threads`] reads from Channex's API when `[channex] api_key` is set.
 
 pub mod push;
+pub mod reply;
 pub mod threads;
 
 use crate::channel::booking::envelope;

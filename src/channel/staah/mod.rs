@@ -7,6 +7,7 @@
 //! there and kept in `raw` whatever it is.
 
 pub mod push;
+pub mod reply;
 
 use crate::channel::booking::envelope;
 use crate::channel::fields::Fields;
