@@ -94,6 +94,45 @@ enum Command {
     /// Recovery after an outage: find messages with Booking.com's message search and store (and forward) the
     /// ones the store lacks. Safe to repeat; works while the daemon runs.
     Backfill(BackfillArgs),
+    /// Inspect replies, settle the ones whose outcome is unknown, or send a failed one again.
+    #[command(subcommand)]
+    Replies(RepliesCommand),
+}
+
+#[derive(Subcommand)]
+enum RepliesCommand {
+    /// List replies, newest first.
+    List {
+        /// Only this state: pending, sending, sent, failed, unknown.
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Settle a reply by what you checked in the extranet: it arrived (--sent) or it did not (--failed).
+    Resolve(ResolveArgs),
+    /// Send a failed or unknown reply again (an unknown one may have arrived: the guest could get it twice).
+    Resend {
+        /// The reply's number (`replies list`) or UUID.
+        id: String,
+    },
+}
+
+#[derive(Args)]
+struct ResolveArgs {
+    /// The reply's number (`replies list`) or UUID.
+    id: String,
+    #[command(flatten)]
+    outcome: ResolveOutcome,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ResolveOutcome {
+    #[arg(long)]
+    sent: bool,
+    #[arg(long)]
+    failed: bool,
 }
 
 #[derive(Args)]
@@ -234,7 +273,8 @@ pub fn main() -> ExitCode {
                 silent_for: max_silent,
                 ..Default::default()
             }
-            .fitted_to(settings.pull());
+            .fitted_to(settings.pull())
+            .with_reconcile_window(settings.replies.reconcile_window);
             match crate::ops::status::read(&settings.store.path, thresholds) {
                 Ok(status) => {
                     if json {
@@ -273,6 +313,11 @@ pub fn main() -> ExitCode {
             crate::ops::tools::erase(store, which).map(|(_, text)| text)
         }),
         Command::Backfill(args) => backfill(&cli.config, args),
+        Command::Replies(command) => tool(&cli.config, |store| match command {
+            RepliesCommand::List { state, json } => crate::ops::replies::list(store, state.as_deref(), json),
+            RepliesCommand::Resolve(args) => crate::ops::replies::resolve(store, &args.id, args.outcome.sent),
+            RepliesCommand::Resend { id } => crate::ops::replies::resend(store, &id),
+        }),
         Command::Demo { messages, seed, keep } => {
             crate::telemetry::init(&config::LogSettings {
                 format: config::LogFormat::Pretty,

@@ -79,6 +79,12 @@ struct Instruments {
     pushes: Family<PushLabels, Counter>,
     reply_sends: Family<OutcomeLabel, Counter>,
     push_last_accepted: Family<SourceLabel, Gauge>,
+    replies: Family<StateLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -118,6 +124,7 @@ impl Metrics {
             pushes: Family::default(),
             reply_sends: Family::default(),
             push_last_accepted: Family::default(),
+            replies: Family::default(),
         };
         let r = &mut i.registry;
         // Each instrument with its name and help text; the registry keeps a handle, the struct the other.
@@ -142,6 +149,7 @@ impl Metrics {
             "request_duration_seconds", "Outbound HTTP request latency, by peer and operation" => requests;
             "job_runs", "Housekeeping job runs, by job and outcome (ok, failed)" => job_runs;
             "job_last_success_timestamp_seconds", "Unix time of each job's last successful run in this process" => job_last_success;
+            "replies", "Replies by state (from the store): pending, sending, sent, failed, unknown" => replies;
             "push_last_accepted_timestamp_seconds", "Unix time each push source's last new message was stored (from the store)" => push_last_accepted;
             "reply_sends", "Reply sends, by what their answer proved (sent, retry, failed, unknown)" => reply_sends;
             "pushes", "Pushed requests, by source and outcome (stored, duplicate, quarantined, ignored, refused, unavailable)" => pushes;
@@ -203,7 +211,26 @@ impl Metrics {
     /// The exposition, with the outbox and push gauges set from `outbox` and `pushes` (read from the store at
     /// `now`).
     pub fn encode(&self, outbox: &OutboxSummary, pushes: &[PushSource], now: Millis) -> String {
+        self.encode_with(outbox, pushes, &[], now)
+    }
+
+    /// [`Self::encode`], with the replies' counts by state.
+    pub fn encode_with(
+        &self,
+        outbox: &OutboxSummary,
+        pushes: &[PushSource],
+        replies: &[(String, i64)],
+        now: Millis,
+    ) -> String {
         let i = &self.0;
+        for state in ["pending", "sending", "sent", "failed", "unknown"] {
+            let n = replies.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+            i.replies
+                .get_or_create(&StateLabel {
+                    state: state.to_owned(),
+                })
+                .set(n);
+        }
         for p in pushes {
             if let Some(at) = p.last_accepted_ms {
                 let label = SourceLabel {

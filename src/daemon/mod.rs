@@ -41,7 +41,7 @@ pub async fn run(settings: Settings, log: crate::telemetry::LogHandle) -> anyhow
     // kill the daemon (and, for SIGHUP, count as a clean exit under systemd).
     let (cancel, wake) = (CancellationToken::new(), Wake::default());
     let (hup, requests) = mpsc::unbounded_channel();
-    let signals = signals::listen_for_signals(cancel.clone(), wake.operator.clone(), hup)?;
+    let signals = signals::listen_for_signals(cancel.clone(), wake.clone(), hup)?;
     let store = open_store(settings.store.path.clone()).await?;
     if cancel.is_cancelled() {
         tracing::info!("shutdown requested while the store was opened; stopping before any worker starts");
@@ -222,7 +222,9 @@ async fn start_ops_listener(settings: &Settings, cx: &Context) -> anyhow::Result
     let router = crate::web::ops::router(
         cx.store.path().to_owned(),
         cx.metrics.clone(),
-        crate::ops::status::Thresholds::default().fitted_to(settings.pull()),
+        crate::ops::status::Thresholds::default()
+            .fitted_to(settings.pull())
+            .with_reconcile_window(settings.replies.reconcile_window),
     );
     let limits = crate::web::Limits::default();
     Ok(Some(tokio::spawn(crate::web::serve(

@@ -1,19 +1,16 @@
 //! Signals: SIGTERM and SIGINT stop the daemon, SIGHUP reloads the configuration, SIGUSR1 (sent by operator
-//! commands) wakes the delivery worker.
-
-use std::sync::Arc;
+//! commands) wakes the delivery worker and the reply worker.
 
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// SIGTERM and SIGINT cancel `cancel`; SIGUSR1 (sent by operator commands) wakes the delivery worker; SIGHUP
-/// asks `serve` to reload.
+/// SIGTERM and SIGINT cancel `cancel`; SIGUSR1 (sent by operator commands) wakes the delivery worker and the
+/// reply worker; SIGHUP asks `serve` to reload.
 pub(super) fn listen_for_signals(
     cancel: CancellationToken,
-    operator: Arc<Notify>,
+    wake: super::Wake,
     hup: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> anyhow::Result<signal_hook_tokio::Handle> {
     let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
@@ -26,8 +23,9 @@ pub(super) fn listen_for_signals(
                     let _ = hup.send(());
                 }
                 SIGUSR1 => {
-                    tracing::debug!("SIGUSR1: looking at the outbox");
-                    operator.notify_one();
+                    tracing::debug!("SIGUSR1: looking at the outboxes");
+                    wake.operator.notify_one();
+                    wake.replies.notify_one();
                 }
                 _ => {
                     let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };

@@ -10,7 +10,9 @@ use crate::config::BookingSettings;
 use crate::store::deliveries::{self, OutboxSummary};
 use crate::store::job_runs::{self, JobRun};
 use crate::store::source_state::{self, Source, SourceTimes};
-use crate::store::{self, StoreError, batches, messages, quarantine};
+use std::collections::BTreeMap;
+
+use crate::store::{self, StoreError, batches, messages, quarantine, replies};
 
 /// When a healthy store becomes "degraded".
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +27,8 @@ pub struct Thresholds {
     pub silent_for: Duration,
     /// The pull runs, so polls are expected.
     pub expect_polls: bool,
+    /// A reply has been `unknown` for longer than this (`[replies] reconcile_window`): nothing settled it.
+    pub reply_unknown_for: Duration,
 }
 
 impl Default for Thresholds {
@@ -35,6 +39,7 @@ impl Default for Thresholds {
             parse_failing_for: Duration::from_secs(5 * 60),
             silent_for: Duration::from_secs(15 * 60),
             expect_polls: true,
+            reply_unknown_for: Duration::from_secs(600),
         }
     }
 }
@@ -44,6 +49,12 @@ impl Thresholds {
     /// interval or backoff wait and two request timeouts), so that a long `poll_interval` is not reported.
     /// Without a pull (`None`) no poll is expected, and silence is no problem: a receiver that accepts nothing for
     /// long is not unhealthy by itself.
+    /// `unknown` replies are a problem past the reconcile window.
+    pub fn with_reconcile_window(mut self, window: Duration) -> Thresholds {
+        self.reply_unknown_for = window;
+        self
+    }
+
     pub fn fitted_to(mut self, pull: Option<&BookingSettings>) -> Thresholds {
         match pull {
             Some(booking) => {
@@ -71,6 +82,8 @@ pub struct Status {
     pub deliveries: Deliveries,
     /// Each push source that sent anything: accepted, duplicates, quarantined, ignored, refused.
     pub pushes: Vec<store::push_stats::PushSource>,
+    /// Replies by state.
+    pub replies: std::collections::BTreeMap<String, i64>,
     pub jobs: Vec<JobRun>,
 }
 
@@ -109,10 +122,14 @@ pub fn read(store_path: &Path, thresholds: Thresholds) -> Result<Status, StoreEr
             dead_letters: outbox.dead,
         },
         pushes: store::push_stats::all(&conn)?,
+        replies: BTreeMap::new(),
         jobs: job_runs::all(&conn)?,
         source: source.as_ref().map(|(s, _)| s.clone()),
     };
     status.problems = problems(now, thresholds, &outbox, &source);
+    let replies = replies::counts(&conn)?;
+    status.problems.extend(reply_problem(now, thresholds, &replies));
+    status.replies = replies.by_state.into_iter().collect();
     status.problems.extend(job_problems(&status.jobs));
     status.problems.extend(disk_problem(store_path));
     if !status.problems.is_empty() {
@@ -131,9 +148,28 @@ pub fn problems_now(
     let source = source_state::read(&conn)?;
     let outbox = deliveries::summary(&conn)?;
     let mut found = problems(store::now_ms(), thresholds, &outbox, &source);
+    found.extend(reply_problem(store::now_ms(), thresholds, &replies::counts(&conn)?));
     found.extend(job_problems(&job_runs::all(&conn)?));
     found.extend(disk_problem(store_path));
     Ok((found, store::push_stats::all(&conn)?))
+}
+
+/// A reply left `unknown` past the reconcile window: nothing could settle it; an operator must look.
+fn reply_problem(now: store::Millis, thresholds: Thresholds, counts: &replies::Counts) -> Option<String> {
+    let since = counts.oldest_unknown_since?;
+    let age = now.since(since);
+    (age > thresholds.reply_unknown_for).then(|| {
+        let unknown = counts
+            .by_state
+            .iter()
+            .find(|(s, _)| s == "unknown")
+            .map_or(0, |(_, n)| *n);
+        format!(
+            "{unknown} reply(ies) of unknown outcome, the oldest for {}: check the extranet, then `ota-relay replies \
+             resolve ID --sent|--failed`",
+            human(age.as_secs() as i64)
+        )
+    })
 }
 
 fn problems(
@@ -311,6 +347,10 @@ impl Status {
                 p.ignored,
                 p.refused
             );
+        }
+        if !self.replies.is_empty() {
+            let counts: Vec<String> = self.replies.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            let _ = writeln!(out, "replies:               {}", counts.join(", "));
         }
         if self.jobs.is_empty() {
             let _ = writeln!(out, "jobs:                  none has run yet");

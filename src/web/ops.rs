@@ -71,13 +71,14 @@ async fn scrape(State(shared): State<Shared>) -> Response {
         Ok((
             crate::store::deliveries::summary(&conn)?,
             crate::store::push_stats::all(&conn)?,
+            crate::store::replies::counts(&conn)?.by_state,
         ))
     })
     .await;
     match read {
-        Ok(Ok((outbox, pushes))) => (
+        Ok(Ok((outbox, pushes, replies))) => (
             [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-            shared.metrics.encode(&outbox, &pushes, now_ms()),
+            shared.metrics.encode_with(&outbox, &pushes, &replies, now_ms()),
         )
             .into_response(),
         Ok(Err(e)) => (

@@ -21,6 +21,7 @@ mod push_crash;
 mod push_tls;
 mod recovery;
 mod replies;
+mod replies_ops;
 mod stall;
 mod storage;
 mod support;
