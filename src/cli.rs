@@ -91,8 +91,9 @@ enum Command {
     /// A guest's erasure request: remove the content of their messages, keeping tombstones so that a redelivery
     /// is not stored again.
     Erase(EraseArgs),
-    /// Recovery after an outage: find messages with Booking.com's message search and store (and forward) the
-    /// ones the store lacks. Safe to repeat; works while the daemon runs.
+    /// Recovery after an outage: find messages with Booking.com's message search (or Channex's API, with
+    /// --source channex) and store (and forward) the ones the store lacks. Safe to repeat; works while the daemon
+    /// runs.
     Backfill(BackfillArgs),
     /// Inspect replies, settle the ones whose outcome is unknown, or send a failed one again.
     #[command(subcommand)]
@@ -137,12 +138,15 @@ struct ResolveOutcome {
 
 #[derive(Args)]
 struct BackfillArgs {
+    /// Where to look: Booking.com's message search, or Channex's API (its threads and their messages).
+    #[arg(long, value_enum, default_value = "booking")]
+    source: BackfillSource,
     /// Start of the range, inclusive: RFC 3339 (2026-11-01T00:00:00Z) or a date (its 00:00:00.000 UTC).
     #[arg(long, value_parser = crate::channel::booking::backfill::parse_time, value_name = "TIME")]
     after: i64,
-    /// End of the range, inclusive; ranges over 90 days are searched 90 days at a time.
+    /// End of the range, inclusive (default: now); Booking.com ranges over 90 days are searched 90 days at a time.
     #[arg(long, value_parser = crate::channel::booking::backfill::parse_time, value_name = "TIME")]
-    before: i64,
+    before: Option<i64>,
     /// Only this property's messages.
     #[arg(long, value_name = "ID")]
     property_id: Option<String>,
@@ -152,6 +156,12 @@ struct BackfillArgs {
     /// How long to wait for one search job to become ready.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     max_wait: std::time::Duration,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BackfillSource {
+    Booking,
+    Channex,
 }
 
 #[derive(Subcommand)]
@@ -360,7 +370,8 @@ fn tool<T: Into<Vec<u8>>>(
 }
 
 fn backfill(config_path: &std::path::Path, args: BackfillArgs) -> ExitCode {
-    if args.after > args.before {
+    let before = args.before.unwrap_or_else(|| crate::store::now_ms().unix_ms());
+    if args.after > before {
         eprintln!("ota-relay: --after must not be later than --before");
         return ExitCode::from(2);
     }
@@ -369,9 +380,29 @@ fn backfill(config_path: &std::path::Path, args: BackfillArgs) -> ExitCode {
         Err(e) => return config_failed(&e),
     };
     crate::telemetry::init(&settings.log);
+    if let BackfillSource::Channex = args.source {
+        let Some(channex) = &settings.channex else {
+            eprintln!(
+                "ota-relay: backfill --source channex reads Channex's API: the configuration has no [channex] section"
+            );
+            return ExitCode::from(EX_CONFIG);
+        };
+        let run = async {
+            let store = crate::store::Store::open(&settings.store.path, crate::store::Access::Shared)?;
+            let report =
+                crate::channel::channex::backfill::run(channex, &store, args.after, before, |line| println!("{line}"))
+                    .await?;
+            println!("{report}");
+            if report.new > 0 {
+                println!("{}", crate::ops::wake::wake_daemon(&settings.store.path));
+            }
+            anyhow::Ok(())
+        };
+        return finish(runtime().and_then(|rt| rt.block_on(run)));
+    }
     let request = crate::channel::booking::backfill::Request {
         after_ms: args.after,
-        before_ms: args.before,
+        before_ms: before,
         property_id: args.property_id,
         order_by: args.order_by,
         max_wait: args.max_wait,

@@ -31,6 +31,8 @@ pub struct ChannexState {
     pub post_attempts: u64,
     /// Statuses the next message POSTs get instead of being taken (with Channex's error body).
     pub post_faults: std::collections::VecDeque<u16>,
+    /// Messages each thread holds, as its messages endpoint lists them: (id, text, sender, inserted_at).
+    pub messages: HashMap<String, Vec<(String, String, String, String)>>,
 }
 
 pub struct FakeChannex {
@@ -44,10 +46,11 @@ impl FakeChannex {
     pub async fn start(api_key: &str) -> std::io::Result<FakeChannex> {
         let state = Arc::new(Observed::new(ChannexState::default()));
         let app = Router::new()
+            .route("/api/v1/message_threads", get(list_threads))
             .route("/api/v1/message_threads/{id}", get(thread))
             .route(
                 "/api/v1/message_threads/{id}/messages",
-                axum::routing::post(post_message),
+                get(list_messages).post(post_message),
             )
             .with_state((state.clone(), Arc::<str>::from(api_key)));
         let stop = CancellationToken::new();
@@ -76,6 +79,18 @@ impl FakeChannex {
 
     pub fn set_down(&self, down: bool) {
         self.state.mutate(|s| s.down = down);
+    }
+
+    /// A message Channex holds in `thread` (Channex's timestamp form: `2026-11-30T10:15:00.000000`).
+    pub fn add_message(&self, thread: &str, id: &str, text: &str, sender: &str, inserted_at: &str) {
+        self.state.mutate(|s| {
+            s.messages.entry(thread.to_owned()).or_default().push((
+                id.to_owned(),
+                text.to_owned(),
+                sender.to_owned(),
+                inserted_at.to_owned(),
+            ))
+        });
     }
 
     /// The next message POST gets `status` (403 and 422 with Channex's titles; others bare).
@@ -188,4 +203,83 @@ async fn post_message(
             axum::Json(body).into_response()
         }
     }
+}
+
+fn page_of(query: &HashMap<String, String>) -> (usize, usize) {
+    let page = query
+        .get("pagination[page]")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1usize)
+        .max(1);
+    let limit = query
+        .get("pagination[limit]")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(10usize)
+        .clamp(1, 100);
+    (page, limit)
+}
+
+async fn list_threads(
+    State((state, key)): State<Shared>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    if !headers
+        .get("user-api-key")
+        .is_some_and(|v| v.as_bytes() == key.as_bytes())
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let (page, limit) = page_of(&query);
+    let mut threads: Vec<serde_json::Value> = state.read(|s| {
+        s.threads
+            .iter()
+            .map(|(id, (provider, title))| {
+                let last = s.messages.get(id).and_then(|m| m.iter().map(|m| m.3.clone()).max()).unwrap_or_default();
+                json!({
+                    "id": id, "type": "message_thread",
+                    "attributes": {"title": title, "provider": provider, "is_closed": false, "last_message_received_at": last},
+                    "relationships": {"booking": {"data": {"id": format!("booking-of-{id}"), "type": "booking"}},
+                                      "property": {"data": {"id": "71d34923-a8be-4682-9625-e4a2f080df92", "type": "property"}}}
+                })
+            })
+            .collect()
+    });
+    threads.sort_by(|a, b| {
+        b["attributes"]["last_message_received_at"]
+            .as_str()
+            .cmp(&a["attributes"]["last_message_received_at"].as_str())
+    });
+    let total = threads.len();
+    let data: Vec<_> = threads.into_iter().skip((page - 1) * limit).take(limit).collect();
+    axum::Json(json!({"data": data, "meta": {"page": page, "limit": limit, "total": total}})).into_response()
+}
+
+async fn list_messages(
+    State((state, key)): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    if !headers
+        .get("user-api-key")
+        .is_some_and(|v| v.as_bytes() == key.as_bytes())
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let (page, limit) = page_of(&query);
+    let mut messages = state.read(|s| s.messages.get(&id).cloned().unwrap_or_default());
+    messages.sort_by(|a, b| b.3.cmp(&a.3));
+    let total = messages.len();
+    let data: Vec<_> = messages
+        .into_iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .map(|(mid, text, sender, at)| {
+            json!({"id": mid, "type": "message",
+                   "attributes": {"message": text, "attachments": [], "sender": sender, "inserted_at": at, "updated_at": at},
+                   "relationships": {"message_thread": {"data": {"id": id, "type": "message_thread"}}}})
+        })
+        .collect();
+    axum::Json(json!({"data": data, "meta": {"page": page, "limit": limit, "total": total}})).into_response()
 }

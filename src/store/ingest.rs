@@ -210,6 +210,16 @@ pub enum PushOutcome {
     Quarantined,
 }
 
+impl Store {
+    /// Stores pushes in one transaction of their own, outside the group commit (a backfill run by an operator
+    /// beside the daemon).
+    pub async fn commit_pushes_now(&self, pushes: Vec<Push>) -> Result<Vec<PushOutcome>, StoreError> {
+        let file = self.open_file();
+        self.call(move |conn| commit_pushes(conn, &pushes, &[], file.as_ref()))
+            .await
+    }
+}
+
 /// Stores pushes in one transaction, with the counts of `tallies` (failed authentications and acknowledged
 /// events counted meanwhile). Returns only after COMMIT (synchronous=FULL) succeeded.
 fn commit_pushes(

@@ -117,3 +117,88 @@ async fn operators_list_resolve_and_resend_replies_and_health_counts_them() {
     relay.stop().await;
     assert_eq!(channex.read(|s| (s.post_attempts, s.posted.len())), (3, 1));
 }
+
+#[tokio::test]
+async fn backfill_from_channex_stores_what_the_webhook_missed_once() {
+    let channex = FakeChannex::start("channex-api-key-3").await.unwrap();
+    channex.add_thread(THREAD, "AirBNB", "Maldonado Roxy");
+    let mut relay = TestRelay::with()
+        .receiving()
+        .without_pull()
+        .channex_api(&channex)
+        .forward("")
+        .start()
+        .await;
+    let pushed = pushes::channex_message(981, 1, THREAD);
+    assert_eq!(relay.senders().channex(&pushed.body).await.unwrap().status, 200);
+    let pushed_id = serde_json::from_str::<serde_json::Value>(&pushed.body).unwrap()["payload"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    channex.add_message(
+        THREAD,
+        &pushed_id,
+        "Can we bring our dog? (#1)",
+        "guest",
+        "2026-11-30T10:15:00.000000",
+    );
+    channex.add_message(
+        THREAD,
+        "5848b518-07a4-4c8c-a998-2784d638ba31",
+        "Missed one",
+        "guest",
+        "2026-11-30T11:00:00.000000",
+    );
+    channex.add_message(
+        THREAD,
+        "5848b518-07a4-4c8c-a998-2784d638ba32",
+        "Missed two",
+        "property",
+        "2026-11-30T11:05:00.000000",
+    );
+    channex.add_message(
+        THREAD,
+        "5848b518-07a4-4c8c-a998-2784d638ba33",
+        "Before the range",
+        "guest",
+        "2026-10-01T09:00:00.000000",
+    );
+
+    let run = relay
+        .command(&["backfill", "--source", "channex", "--after", "2026-11-30"])
+        .await;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let out = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(out.contains("3 message(s) in range: 2 new"), "{out}");
+    assert!(out.contains("1 already stored"), "{out}");
+    within(30, "three delivered", relay.pms.wait_for(|s| s.accepted_count() == 3)).await;
+
+    let again = relay
+        .command(&["backfill", "--source", "channex", "--after", "2026-11-30"])
+        .await;
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("0 new"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    relay.stop().await;
+    let accepted = relay.pms.read(|s| s.accepted.clone());
+    assert!(accepted.values().all(|n| *n == 1), "{accepted:?}");
+    assert_eq!(accepted.len(), 3);
+    let (provider, name): (Option<String>, Option<String>) = relay
+        .db()
+        .query_row(
+            "SELECT ota, sender_name FROM messages WHERE message_id = '5848b518-07a4-4c8c-a998-2784d638ba31'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (provider.as_deref(), name.as_deref()),
+        (Some("airbnb"), Some("Maldonado Roxy"))
+    );
+    assert_eq!(
+        relay.count("SELECT count(*) FROM messages WHERE content = 'Before the range'"),
+        0
+    );
+}

@@ -6,6 +6,7 @@
 //! The webhook does not name the OTA; the thread does (`provider`, and `title`, usually the guest's name), which
 //! [`threads`] reads from Channex's API when `[channex] api_key` is set.
 
+pub mod backfill;
 pub mod push;
 pub mod reply;
 pub mod threads;
