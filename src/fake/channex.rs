@@ -124,10 +124,7 @@ async fn thread(State((state, key)): State<Shared>, Path(id): Path<String>, head
         *s.lookups.entry(id.clone()).or_default() += 1;
         (s.threads.get(&id).cloned(), s.down)
     });
-    let authorized = headers
-        .get("user-api-key")
-        .is_some_and(|v| v.as_bytes() == key.as_bytes());
-    if !authorized {
+    if !authorized(&headers, &key) {
         let body = json!({"errors": {"code": "unauthorized", "title": "Unauthorized"}});
         return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
     }
@@ -163,10 +160,7 @@ async fn post_message(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let authorized = headers
-        .get("user-api-key")
-        .is_some_and(|v| v.as_bytes() == key.as_bytes());
-    if !authorized {
+    if !authorized(&headers, &key) {
         let body = json!({"errors": {"code": "unauthorized", "title": "Unauthorized"}});
         return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
     }
@@ -224,9 +218,7 @@ async fn list_threads(
     headers: HeaderMap,
     axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
 ) -> Response {
-    if !headers
-        .get("user-api-key")
-        .is_some_and(|v| v.as_bytes() == key.as_bytes())
+    if !authorized(&headers, &key)
     {
         return StatusCode::UNAUTHORIZED.into_response();
     }
@@ -261,9 +253,7 @@ async fn list_messages(
     headers: HeaderMap,
     axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
 ) -> Response {
-    if !headers
-        .get("user-api-key")
-        .is_some_and(|v| v.as_bytes() == key.as_bytes())
+    if !authorized(&headers, &key)
     {
         return StatusCode::UNAUTHORIZED.into_response();
     }
@@ -282,4 +272,8 @@ async fn list_messages(
         })
         .collect();
     axum::Json(json!({"data": data, "meta": {"page": page, "limit": limit, "total": total}})).into_response()
+}
+
+fn authorized(headers: &HeaderMap, key: &str) -> bool {
+    headers.get("user-api-key").is_some_and(|v| v.as_bytes() == key.as_bytes())
 }
