@@ -11,13 +11,14 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    BookingAuth, BookingSettings, ChannexSettings, ForwardSettings, NotificationSettings, ReceiveSettings, RetryPolicy,
-    Secret, Settings, StaahSettings,
+    ApiSettings, ApiToken, BookingAuth, BookingSettings, ChannexSettings, ForwardSettings, NotificationSettings,
+    ReceiveSettings, RepliesSettings, RetryPolicy, Secret, Settings, StaahSettings,
 };
+use crate::fake::pms_api::{ApiClient, PMS_TOKEN};
 use crate::fake::pushes::{self, STAAH_SEED_SAMPLE};
 use crate::fake::{
     Endpoint, FakeAuth, FakeChannex, FakeOta, FakeOtaOptions, FakePms, FakePmsOptions, Fault, PmsReply,
-    PushCredentials, Senders, guest_message, poison_message,
+    PushCredentials, ReplyFault, SampleMessage, Senders, guest_message, poison_message,
 };
 use crate::store::{Access, Store, batches, messages, quarantine, receipts};
 
@@ -104,6 +105,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
     channex_api.add_thread(DEMO_THREAD, "BookingCom", "Maldonado Roxy");
     let credentials = PushCredentials::default();
     let receive_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let api_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     booking.notifications = Some(NotificationSettings::new(
         &credentials.notifications_client_id,
         Secret::inline(&credentials.notifications_client_secret),
@@ -119,6 +121,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
         )),
         channex: Some(channex),
         receive: Some(ReceiveSettings::on(receive_addr)),
+        api: Some(ApiSettings {
+            listen: api_addr,
+            tokens: vec![ApiToken::new("pms", Secret::inline(PMS_TOKEN), None)],
+        }),
+        replies: RepliesSettings {
+            request_timeout: Duration::from_secs(1),
+            ..RepliesSettings::default()
+        },
         ..Settings::built_in(store_path, booking)
     };
     let path = settings.store.path.clone();
@@ -137,9 +147,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
         .await
         .context("the demo did not drain the fake queue within 120 s")?;
     let expected = options.messages as usize + pushed.new;
+    let api = ApiClient::new(&format!("http://{api_addr}"), PMS_TOKEN);
+    let replied = reply(&api, &fake, &pms, &guest_message(options.seed, 0)).await?;
     tokio::time::timeout(
         Duration::from_secs(120),
-        pms.wait_for(|s| s.accepted_count() >= expected),
+        pms.wait_for(|s| s.accepted_count() >= expected + replied.len()),
     )
     .await
     .context("the fake PMS did not receive every message within 120 s")?;
@@ -153,11 +165,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
                 receipts::count(conn)?,
                 quarantine::count(conn)?,
                 batches::count(conn)?,
+                messages::echo_count(conn)?,
             ))
         })
         .await?;
     let samples = store.read(|conn| Ok(messages::first(conn, 3)?)).await?;
-    let (messages, receipts, quarantined, batches) = counts;
+    let (messages, receipts, quarantined, batches, echoes) = counts;
 
     let mut out = String::new();
     let (gets, puts, confirmed, redeliveries, faults, violations) = fake.read(|s| {
@@ -186,7 +199,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
     let _ = writeln!(out, "            {redeliveries} confirmed messages delivered again");
     let _ = writeln!(
         out,
-        "  store     {messages} messages stored once each, in {batches} batches"
+        "  store     {messages} messages stored once each, in {batches} batches ({echoes} the echoes of replies)"
     );
     let _ = writeln!(
         out,
@@ -203,11 +216,22 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
         "            STAAH posted {} (its documentation's sample among them), Channex {} (the OTA read from the thread)",
         pushed.staah, pushed.channex
     );
+    let (reply_sends, posted) = fake.read(|s| (s.reply_attempts, s.posted.len()));
+    let _ = writeln!(
+        out,
+        "  replies   the PMS answered through the API twice: {posted} reached the fake Booking.com in {reply_sends} sends;"
+    );
+    let _ = writeln!(
+        out,
+        "            one send's answer was lost (a timeout): its echo in the queue settled it, never sent again"
+    );
     let (pms_requests, delivered, duplicates, bad_signatures) =
         pms.read(|s| (s.requests, s.accepted_count(), s.duplicates(), s.bad_signatures));
     let _ = writeln!(
         out,
-        "  PMS       {delivered} messages delivered and accepted, every signature verified"
+        "  PMS       {} messages and {} reply outcomes delivered and accepted, every signature verified",
+        delivered - replied.len(),
+        replied.len()
     );
     let _ = writeln!(
         out,
@@ -218,15 +242,19 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
         out,
         "  checks    {}",
         if violations.is_empty()
-            && messages as usize == expected
-            && delivered == expected
+            && messages as usize == expected + replied.len()
+            && echoes as usize == replied.len()
             && bad_signatures == 0
             && pushed.refused == 0
+            && delivered == expected + replied.len()
+            && reply_sends == 2
+            && posted == 2
         {
             "no confirm exceeded what was fetched; nothing lost, nothing stored twice".to_owned()
         } else {
             format!(
-                "FAILED: {messages} stored of {expected}; {} pushes refused; violations: {violations:?}",
+                "FAILED: {messages} stored of {}; {} pushes refused; violations: {violations:?}",
+                expected + replied.len(),
                 pushed.refused
             )
         }
@@ -318,4 +346,38 @@ async fn push(senders: &Senders, seed: u64) -> anyhow::Result<Pushed> {
     }
     (pushed.notifications, pushed.staah, pushed.channex) = tallies;
     Ok(pushed)
+}
+
+/// The PMS answers the guest of `message` through the API, twice: the first reply goes out at once; the second
+/// send's answer is lost (the fake times it out after taking it), and its echo from the queue settles it.
+/// Returns the replies' ids once the PMS has heard both were sent.
+async fn reply(api: &ApiClient, fake: &FakeOta, pms: &FakePms, message: &SampleMessage) -> anyhow::Result<Vec<String>> {
+    let sample: serde_json::Value = serde_json::from_str(&message.json)?;
+    let conversation = sample["conversation"]["conversation_id"].as_str().unwrap_or_default();
+    let thread = crate::store::threads::thread_uuid(crate::channel::booking::wire::PROVIDER, conversation);
+    let mut ids = Vec::new();
+    for (text, lost) in [
+        ("Thank you! A baby cot will be ready in your room.", false),
+        ("Late check-in is no problem.", true),
+    ] {
+        if lost {
+            fake.reply_fault(ReplyFault::AppliedThenLost);
+        }
+        let answer = api.reply(&thread, text, None).await?;
+        anyhow::ensure!(
+            answer.status == 200,
+            "the API refused the demo's reply: {}",
+            answer.body
+        );
+        let id = answer.json()["data"]["id"].as_str().unwrap_or_default().to_owned();
+        let event = format!("reply:{id}:sent");
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            pms.wait_for(|s| s.accepted.contains_key(&event)),
+        )
+        .await
+        .context("a demo reply was not settled within 60 s")?;
+        ids.push(id);
+    }
+    Ok(ids)
 }

@@ -218,8 +218,7 @@ async fn list_threads(
     headers: HeaderMap,
     axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
 ) -> Response {
-    if !authorized(&headers, &key)
-    {
+    if !authorized(&headers, &key) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let (page, limit) = page_of(&query);
@@ -253,8 +252,7 @@ async fn list_messages(
     headers: HeaderMap,
     axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
 ) -> Response {
-    if !authorized(&headers, &key)
-    {
+    if !authorized(&headers, &key) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let (page, limit) = page_of(&query);
@@ -275,5 +273,7 @@ async fn list_messages(
 }
 
 fn authorized(headers: &HeaderMap, key: &str) -> bool {
-    headers.get("user-api-key").is_some_and(|v| v.as_bytes() == key.as_bytes())
+    headers
+        .get("user-api-key")
+        .is_some_and(|v| v.as_bytes() == key.as_bytes())
 }

@@ -236,6 +236,13 @@ pub fn counts(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     })
 }
 
+/// Messages that are a channel's echo of a reply.
+pub fn echo_count(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT count(*) FROM messages WHERE reply_id IS NOT NULL", [], |r| {
+        r.get(0)
+    })
+}
+
 /// The first `n` messages stored (the demo's report).
 pub fn first(conn: &Connection, n: usize) -> rusqlite::Result<Vec<StoredMessage>> {
     conn.prepare(&format!("SELECT {COLUMNS} FROM messages m ORDER BY m.seq LIMIT ?1"))?

@@ -318,9 +318,15 @@ async fn the_demo_drains_the_builtin_fake_and_reports() {
     let report = daemon.stdout().await;
     let (status, stderr) = daemon.exit().await;
     assert!(status.success(), "{stderr}");
-    // 300 pulled, and 12 that only the pushes brought (a notification carried one of the 300).
-    assert!(report.contains("312 messages stored once each"), "{report}");
-    assert!(report.contains("312 messages delivered and accepted"), "{report}");
+    // 300 pulled, 12 that only the pushes brought (a notification carried one of the 300), and the echoes of
+    // the PMS's 2 replies, which are not forwarded as guest messages.
+    assert!(report.contains("314 messages stored once each"), "{report}");
+    assert!(report.contains("(2 the echoes of replies)"), "{report}");
+    assert!(
+        report.contains("312 messages and 2 reply outcomes delivered"),
+        "{report}"
+    );
+    assert!(report.contains("2 reached the fake Booking.com in 2 sends"), "{report}");
     assert!(
         report.contains("CNS fetched a token and sent 5 notifications"),
         "{report}"
