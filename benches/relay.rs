@@ -5,8 +5,10 @@
 //! same fakes: a client that only GETs and PUTs without storing, and a load generator that only POSTs signed
 //! webhooks. Not a timed test: it prints numbers and asserts nothing.
 //! `BENCH_SCALE=0.1` runs every scenario at a tenth of its size (a quick look); `BENCH_ONLY=drain,e2e` runs only
-//! the named groups (`drain`, `deliveries`, `e2e`, `large`, `pushes`).
+//! the named groups (`drain`, `deliveries`, `e2e`, `large`, `pushes`, `api`).
 
+#[path = "relay/api.rs"]
+mod api;
 #[path = "relay/pushes.rs"]
 mod pushes;
 
@@ -523,6 +525,32 @@ fn main() {
                         percentile(&ceiling.latencies_ms, 0.99)
                     ),
                     percentile(&run.latencies_ms, 0.99) / percentile(&ceiling.latencies_ms, 0.99),
+                ),
+            );
+        }
+        if wanted("api") {
+            let n = scale(1_000_000);
+            let threads = (n / 100).max(100);
+            let run = api::run(n, threads, 500, scale(5_000)).await;
+            let p = |v: &[f64]| format!("{:.1} / {:.1} ms", percentile(v, 0.50), percentile(v, 0.99));
+            push(
+                &mut rows,
+                Row::new(
+                    format!("API thread list p50 / p99 ({n} messages, {threads} threads)"),
+                    p(&run.list_ms),
+                    "p99 < 50 ms",
+                ),
+            );
+            push(
+                &mut rows,
+                Row::new("API thread messages p50 / p99", p(&run.messages_ms), "p99 < 50 ms"),
+            );
+            push(
+                &mut rows,
+                Row::new(
+                    "replies accepted, 16 PMS clients, synchronous=FULL",
+                    format!("{:.0} /s", run.replies as f64 / run.reply_seconds),
+                    "-",
                 ),
             );
         }

@@ -353,25 +353,20 @@ pub struct ReceivedEntry {
     pub received_at: Millis,
 }
 
-/// A page of a thread's entries by time (newest first when `descending`, ties by id), and how many it has.
-/// A reply's echo is not listed: the reply stands for it.
+/// A page of a thread's entries by time (newest first when `descending`, ties by id). A reply's echo is not
+/// listed: the reply stands for it.
 pub fn entries(
     conn: &Connection,
     thread: &Thread,
     descending: bool,
     limit: usize,
     offset: usize,
-) -> rusqlite::Result<(Vec<Entry>, i64)> {
+) -> rusqlite::Result<Vec<Entry>> {
     let direction = if descending { "DESC" } else { "ASC" };
     let union = "SELECT 0 AS kind, m.seq AS key, m.first_seen_at AS at, m.uuid AS uuid FROM messages m
                  WHERE m.provider = ?1 AND m.conversation_id = ?2 AND m.reply_id IS NULL
                  UNION ALL
                  SELECT 1, r.id, r.created_at, r.uuid FROM replies r WHERE r.thread_id = ?3";
-    let total: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM ({union})"),
-        params![thread.provider, thread.conversation_id, thread.id],
-        |r| r.get(0),
-    )?;
     let keys: Vec<(i64, i64)> = conn
         .prepare_cached(&format!(
             "SELECT kind, key FROM ({union}) ORDER BY at {direction}, uuid {direction} LIMIT ?4 OFFSET ?5"
@@ -413,5 +408,16 @@ pub fn entries(
             })?;
         out.push(Entry::Message(entry));
     }
-    Ok((out, total))
+    Ok(out)
+}
+
+/// How many entries a thread lists (its messages but the echoes, and its replies).
+pub fn entry_count(conn: &Connection, thread: &Thread) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "SELECT (SELECT count(*) FROM messages WHERE provider = ?1 AND conversation_id = ?2 AND reply_id IS NULL)
+              + (SELECT count(*) FROM replies WHERE thread_id = ?3)",
+    )?
+    .query_row(params![thread.provider, thread.conversation_id, thread.id], |r| {
+        r.get(0)
+    })
 }

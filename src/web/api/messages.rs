@@ -60,7 +60,8 @@ async fn page_of(api: &Api, thread: Thread, raw: Option<String>) -> Result<Respo
         .0
         .readers
         .read(move |conn| {
-            let (entries, total) = threads::entries(conn, &thread, descending, limit, offset)?;
+            let entries = threads::entries(conn, &thread, descending, limit, offset)?;
+            let total = threads::entry_count(conn, &thread)?;
             let items: Vec<Value> = entries.iter().map(|e| shapes::entry(e, &thread.id)).collect();
             Ok((items, total))
         })

@@ -76,7 +76,7 @@ pub(super) fn with_last(
     conn: &rusqlite::Connection,
     t: &Thread,
 ) -> Result<serde_json::Value, crate::store::StoreError> {
-    let (last, _) = threads::entries(conn, t, true, 1, 0)?;
+    let last = threads::entries(conn, t, true, 1, 0)?;
     Ok(shapes::thread(t, last.first()))
 }
 
