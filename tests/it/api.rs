@@ -288,3 +288,94 @@ async fn pagination_ordering_and_filters() {
     relay.stop().await;
     let _ = guest_message(960, 0);
 }
+
+#[tokio::test]
+async fn no_reply_needed_tags_a_booking_conversation_and_is_refused_elsewhere() {
+    let mut relay = TestRelay::with().queued(961, 0..4).receiving().api().start().await;
+    within(30, "drained", relay.ota.wait_for(|s| s.drained())).await;
+    assert_eq!(
+        relay
+            .senders()
+            .staah(ota_relay::fake::pushes::STAAH_SEED_SAMPLE)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let api = relay.api();
+    let list = api.get("/api/v1/message_threads").await.unwrap().json();
+    let by = |provider: &str| {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["attributes"]["provider"] == provider)
+            .unwrap()
+            .clone()
+    };
+    let booking = by("BookingCom");
+    let id = booking["id"].as_str().unwrap();
+    let answer = api
+        .post(&format!("/api/v1/message_threads/{id}/no_reply_needed"), "", None)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["data"]["id"], id);
+    let tags = relay.ota.read(|s| s.tags.clone());
+    assert_eq!(tags.len(), 1);
+    assert_eq!(
+        tags[0].0,
+        booking["relationships"]["property"]["data"]["id"].as_str().unwrap()
+    );
+    assert_eq!(tags[0].2, "no_reply_needed");
+
+    let staah = by("AirBNB");
+    let refused = api
+        .post(
+            &format!(
+                "/api/v1/message_threads/{}/no_reply_needed",
+                staah["id"].as_str().unwrap()
+            ),
+            "",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 422);
+    assert_eq!(refused.json()["errors"]["code"], "not_supported");
+    // Without [staah] reply_url, a reply to a STAAH thread is refused at once, naming the key.
+    let reply = api.reply(staah["id"].as_str().unwrap(), "Hello", None).await.unwrap();
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(
+        reply.json()["errors"]["title"].as_str().unwrap().contains("reply_url"),
+        "{}",
+        reply.body
+    );
+    relay.stop().await;
+    assert_eq!(relay.count("SELECT count(*) FROM replies"), 0);
+}
+
+#[tokio::test]
+async fn api_tokens_are_re_read_on_sighup() {
+    let port = free_port();
+    let section = |token: &str| {
+        format!("[api]\nlisten = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"pms\"\ntoken = \"{token}\"\n")
+    };
+    let mut relay = TestRelay::with()
+        .config(&section("first-token-0123456789"))
+        .start()
+        .await;
+    let base = format!("http://127.0.0.1:{port}");
+    let old = ApiClient::new(&base, "first-token-0123456789");
+    assert_eq!(old.get("/api/v1/message_threads").await.unwrap().status, 200);
+    relay.write_config(&section("second-token-9876543210"));
+    assert_eq!(relay.reload().await, "configuration reloaded");
+    assert_eq!(
+        old.get("/api/v1/message_threads").await.unwrap().status,
+        401,
+        "the old token is gone"
+    );
+    let new = ApiClient::new(&base, "second-token-9876543210");
+    assert_eq!(new.get("/api/v1/message_threads").await.unwrap().status, 200);
+    relay.stop().await;
+}

@@ -167,3 +167,54 @@ async fn erase_and_retention_reach_quarantined_push_bodies() {
     assert_eq!(figures["quarantined_deleted"], 1, "{figures}");
     assert_eq!(relay.count("SELECT count(*) FROM quarantine"), 0);
 }
+
+#[tokio::test]
+async fn erasing_a_conversation_takes_its_threads_title_and_its_replies_text_too() {
+    let mut relay = TestRelay::with().api().forward("").start().await;
+    let guest = json!({
+        "message_id": "erase-thread-1",
+        "content": "hello",
+        "sender": {"participant_id": "g-9", "metadata": {"name": "Erika Mustermann", "participant_type": "GUEST"}},
+        "conversation": {"conversation_id": "conv-erase-thread", "conversation_reference": "4712", "property_id": 8011855},
+    });
+    relay.ota.enqueue_raw([guest.to_string()]);
+    within(30, "drained", relay.ota.wait_for(|s| s.drained())).await;
+    let list = relay.api().get("/api/v1/message_threads").await.unwrap().json();
+    assert_eq!(list["data"][0]["attributes"]["title"], "Erika Mustermann");
+    let thread = list["data"][0]["id"].as_str().unwrap().to_owned();
+    let reply = relay
+        .api()
+        .reply(&thread, "Dear Erika, your code is 4471", None)
+        .await
+        .unwrap()
+        .json();
+    let uuid = reply["data"]["id"].as_str().unwrap().to_owned();
+    let sent = format!("reply:{uuid}:sent");
+    within(30, "reply sent", relay.pms.wait_for(|s| s.accepted.contains_key(&sent))).await;
+    within(30, "echo drained", relay.ota.wait_for(|s| s.drained())).await;
+
+    let out = relay
+        .command(&["erase", "--conversation-id", "conv-erase-thread"])
+        .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = relay
+        .api()
+        .get(&format!("/api/v1/message_threads/{thread}"))
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(listed["data"]["attributes"]["title"], serde_json::Value::Null);
+    let messages = relay
+        .api()
+        .get(&format!("/api/v1/message_threads/{thread}/messages"))
+        .await
+        .unwrap()
+        .json();
+    for m in messages["data"].as_array().unwrap() {
+        assert_eq!(m["attributes"]["message"], serde_json::Value::Null, "{m}");
+    }
+    relay.stop().await;
+    for secret in ["Erika Mustermann", "your code is 4471"] {
+        assert!(file_holds(&relay, secret).is_empty(), "{secret} is still in the files");
+    }
+}
