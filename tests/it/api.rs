@@ -270,6 +270,52 @@ async fn pagination_ordering_and_filters() {
     assert_eq!(closed.status, 200, "{}", closed.body);
     assert_eq!(closed.json()["data"]["attributes"]["is_closed"], true);
     assert_eq!(page("filter[is_closed]=true").await.json()["meta"]["total"], 1);
+    // A reply to a closed thread opens it again, as Channex does; its answer is a message in the seed's shape.
+    let reply = api.reply(id, "We are here for you", None).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let example = seed_examples();
+    let sent_example = example
+        .iter()
+        .find(|e| e["data"]["type"] == "message")
+        .expect("the seed's message answer");
+    assert_has_seed_keys(&reply.json()["data"], &sent_example["data"], "posted message");
+    assert_has_seed_keys(
+        &reply.json()["data"]["attributes"],
+        &sent_example["data"]["attributes"],
+        "posted message attributes",
+    );
+    assert_eq!(page("filter[is_closed]=true").await.json()["meta"]["total"], 0);
+    // Closed again, then a guest's new message opens it.
+    api.post(&format!("/api/v1/message_threads/{id}/close"), "", None)
+        .await
+        .unwrap();
+    let thread = api.get(&format!("/api/v1/message_threads/{id}")).await.unwrap().json();
+    let conversation = relay
+        .db()
+        .query_row("SELECT conversation_id FROM threads WHERE id = ?1", [id], |r| {
+            r.get::<_, String>(0)
+        })
+        .unwrap();
+    assert_eq!(thread["data"]["attributes"]["is_closed"], true);
+    let guest = serde_json::json!({
+        "message_id": "reopening-guest-message",
+        "content": "One more question",
+        "sender": {"participant_id": "g-1", "metadata": {"participant_type": "GUEST"}},
+        "conversation": {"conversation_id": conversation, "conversation_type": "reservation"}
+    });
+    relay.ota.enqueue_raw([guest.to_string()]);
+    within(30, "drained", relay.ota.wait_for(|s| s.drained())).await;
+    relay
+        .wait_for_store("reopened", |db| {
+            db.query_row(
+                "SELECT is_closed FROM threads WHERE conversation_id = ?1",
+                [&conversation],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+                == 0
+        })
+        .await;
 
     for (query, field) in [
         ("pagination[limit]=101", "pagination[limit]"),
