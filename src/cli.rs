@@ -98,6 +98,24 @@ enum Command {
     /// Inspect replies, settle the ones whose outcome is unknown, or send a failed one again.
     #[command(subcommand)]
     Replies(RepliesCommand),
+    /// Print a one-time link (15 minutes, single use) that signs someone in to the inbox.
+    InboxLink(InboxLinkArgs),
+}
+
+#[derive(Args)]
+struct InboxLinkArgs {
+    /// The [[api.tokens]] entry the session acts for (it sees no more than that token).
+    #[arg(long, value_name = "NAME")]
+    token_name: String,
+    /// Who signs in: the author of their replies.
+    #[arg(long, value_name = "NAME")]
+    user: String,
+    /// Only this property's conversations.
+    #[arg(long, value_name = "ID")]
+    property: Option<String>,
+    /// Land on this conversation.
+    #[arg(long, value_name = "ID")]
+    thread: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -323,6 +341,7 @@ pub fn main() -> ExitCode {
             crate::ops::tools::erase(store, which).map(|(_, text)| text)
         }),
         Command::Backfill(args) => backfill(&cli.config, args),
+        Command::InboxLink(args) => inbox_link(&cli.config, args),
         Command::Replies(command) => tool(&cli.config, |store| match command {
             RepliesCommand::List { state, json } => crate::ops::replies::list(store, state.as_deref(), json),
             RepliesCommand::Resolve(args) => crate::ops::replies::resolve(store, &args.id, args.outcome.sent),
@@ -424,6 +443,30 @@ fn backfill(config_path: &std::path::Path, args: BackfillArgs) -> ExitCode {
         anyhow::Ok(())
     };
     finish(runtime().and_then(|rt| rt.block_on(run)))
+}
+
+fn inbox_link(config_path: &std::path::Path, args: InboxLinkArgs) -> ExitCode {
+    let settings = match config::load(config_path) {
+        Ok(settings) => settings,
+        Err(e) => return config_failed(&e),
+    };
+    let link = crate::ops::inbox::link(
+        &settings,
+        &args.token_name,
+        &args.user,
+        args.property.as_deref(),
+        args.thread.as_deref(),
+    );
+    match link {
+        Ok(link) => {
+            println!("{link}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ota-relay: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

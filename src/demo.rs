@@ -121,10 +121,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
         )),
         channex: Some(channex),
         receive: Some(ReceiveSettings::on(receive_addr)),
-        api: Some(ApiSettings {
-            listen: api_addr,
-            tokens: vec![ApiToken::new("pms", Secret::inline(PMS_TOKEN), None)],
-        }),
+        api: Some(ApiSettings::new(
+            api_addr,
+            vec![ApiToken::new("pms", Secret::inline(PMS_TOKEN), None)],
+        )),
         replies: RepliesSettings {
             request_timeout: Duration::from_secs(1),
             ..RepliesSettings::default()

@@ -17,6 +17,44 @@ pub struct ApiSettings {
     pub listen: std::net::SocketAddr,
     #[serde(default)]
     pub tokens: Vec<ApiToken>,
+    /// The address staff reach the inbox at (links are built from it); default: `http://` + `listen`.
+    #[serde(
+        default,
+        deserialize_with = "de_public_url",
+        serialize_with = "ser_public_url",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub public_url: Option<reqwest::Url>,
+    /// PMS origins that may show the inbox in an iframe (CSP `frame-ancestors`); none by default.
+    #[serde(default)]
+    pub frame_ancestors: Vec<String>,
+    /// An inbox session unused for this long is signed out.
+    #[serde(
+        default = "default_session_idle",
+        deserialize_with = "value::de_duration::<_, { 30 * 86_400 }>",
+        serialize_with = "value::ser_duration"
+    )]
+    pub session_idle: std::time::Duration,
+    /// TLS on the API listener (both or neither; re-read on SIGHUP), for an https `public_url` without a proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+fn default_session_idle() -> std::time::Duration {
+    std::time::Duration::from_secs(12 * 3600)
+}
+
+fn de_public_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<reqwest::Url>, D::Error> {
+    value::de_api_url(d).map(Some)
+}
+
+fn ser_public_url<S: serde::Serializer>(url: &Option<reqwest::Url>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => value::ser_url(url, s),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -58,7 +96,63 @@ impl ApiToken {
 }
 
 impl ApiSettings {
+    pub fn new(listen: std::net::SocketAddr, tokens: Vec<ApiToken>) -> ApiSettings {
+        ApiSettings {
+            listen,
+            tokens,
+            public_url: None,
+            frame_ancestors: Vec::new(),
+            session_idle: default_session_idle(),
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+
+    /// Where staff open the inbox: `public_url`, else the listen address.
+    pub fn base_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+            None => {
+                let scheme = if self.tls_cert_file.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", self.listen)
+            }
+        }
+    }
+
+    /// Cookies for an iframe on another site must be `SameSite=None; Secure`, which browsers keep only over https.
+    pub fn secure_cookies(&self) -> bool {
+        self.base_url().starts_with("https://")
+    }
+
     pub(super) fn finish(&mut self, cx: &mut Cx<'_>) -> Result<(), ConfigError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => return Err(cx.invalid("api.tls_key_file", "is required with api.tls_cert_file")),
+            (None, Some(_)) => return Err(cx.invalid("api.tls_cert_file", "is required with api.tls_key_file")),
+            _ => {}
+        }
+        self.tls_cert_file = self.tls_cert_file.take().map(|p| cx.beside_config(p));
+        self.tls_key_file = self.tls_key_file.take().map(|p| cx.beside_config(p));
+        for (i, origin) in self.frame_ancestors.iter().enumerate() {
+            let ok = reqwest::Url::parse(origin).is_ok_and(|u| {
+                matches!(u.scheme(), "https" | "http")
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && !origin.ends_with('/')
+            });
+            if !ok {
+                return Err(cx.invalid(
+                    &format!("api.frame_ancestors[{i}]"),
+                    "must be an origin like \"https://pms.example.com\" (scheme and host, no path)",
+                ));
+            }
+        }
+        if !self.frame_ancestors.is_empty() && !self.secure_cookies() {
+            cx.warnings.push(
+                "api.frame_ancestors is set but the inbox is not served over https (api.public_url): browsers do not \
+                 keep its session cookie inside another site's iframe"
+                    .into(),
+            );
+        }
         if self.tokens.is_empty() {
             return Err(cx.invalid(
                 "api.tokens",

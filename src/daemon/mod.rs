@@ -159,7 +159,7 @@ impl Daemon {
             Ok(started) => {
                 self.workers = started;
                 if let Some(api) = &self.api {
-                    api.api.reload(&new, senders.routes());
+                    api.reload(&new, senders.routes());
                 }
                 self.senders = senders;
                 self.running = new;

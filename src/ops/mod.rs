@@ -2,6 +2,7 @@
 //! wake-up for the daemon so changes take effect at once.
 
 pub mod dead_letters;
+pub mod inbox;
 pub mod replies;
 pub mod status;
 pub mod tools;

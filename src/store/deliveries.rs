@@ -128,7 +128,7 @@ pub(super) fn insert_reply_event(
          VALUES ('reply.' || ?2, ?1, ?2, ?3, ?4, ?4)",
     )?
     .execute(params![reply_id, state, reason, at])?;
-    Ok(())
+    super::changes::record_reply(conn, reply_id, at)
 }
 
 /// Up to `limit` deliveries due at `now`, earliest due first (then by id), skipping `in_flight`. Memory is

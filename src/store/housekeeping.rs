@@ -61,6 +61,7 @@ impl Store {
             .call(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let repaired = deliveries::repair(&tx, now)?;
+                super::changes::prune(&tx, now)?;
                 tx.commit()?;
                 Ok(repaired)
             })
@@ -108,6 +109,10 @@ impl Store {
         if let Some(cutoff) = tombstones_before {
             report.tombstones_deleted = self.delete_in_chunks(delete_tombstones_chunk, cutoff).await?;
             report.batches_deleted = self.delete_in_chunks(delete_batches_chunk, cutoff).await?;
+        }
+        if report.tombstoned > 0 {
+            // The index's segments still hold the removed words until they are merged.
+            self.call(|conn| Ok(optimize_search(conn)?)).await?;
         }
         if report.tombstoned > 0 || report.quarantined_deleted > 0 || report.replies_tombstoned > 0 {
             // The tombstones' content is overwritten in the file (secure_delete); the WAL's older copies of those
@@ -220,6 +225,9 @@ pub fn erase(conn: &mut Connection, which: Erase<'_>, now: Millis) -> rusqlite::
         Erase::MessageId(id) => replies::erase_named(&tx, id, now)?,
     };
     report.quarantined_removed = quarantine::erase_naming(&tx, id)?;
+    if report.erased > 0 {
+        optimize_search(&tx)?;
+    }
     tx.commit()?;
     Ok(report)
 }
@@ -229,6 +237,13 @@ pub struct MaintenanceReport {
     pub wal_frames_checkpointed: i64,
     pub pages_freed: i64,
     pub file_bytes: i64,
+}
+
+/// Merges the full-text index's segments, so that words of removed texts leave its pages (which secure_delete
+/// then overwrites) rather than waiting for a later merge.
+fn optimize_search(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('optimize')", [])?;
+    Ok(())
 }
 
 /// Copies the WAL into the file and empties it, so that no earlier version of an erased page is left in it.

@@ -7,6 +7,7 @@
 //! daemon and the operator commands); [`ingest`] is the one write path for messages.
 
 pub mod batches;
+pub mod changes;
 pub mod deliveries;
 pub mod housekeeping;
 mod ingest;
@@ -18,6 +19,7 @@ pub mod readers;
 pub mod receipts;
 pub mod replies;
 mod schema;
+pub mod sessions;
 pub mod source_state;
 pub mod threads;
 mod token_exchanges;

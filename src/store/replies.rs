@@ -417,6 +417,9 @@ pub fn resend(conn: &Connection, id: i64, now: Millis) -> rusqlite::Result<bool>
          WHERE id = ?1 AND (state = 'failed' OR state = 'unknown') AND content IS NOT NULL",
         params![id, now],
     )?;
+    if n == 1 {
+        super::changes::record_reply(conn, id, now)?;
+    }
     Ok(n == 1)
 }
 

@@ -308,6 +308,60 @@ const MIGRATIONS: &[Migration] = &[
     CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE state = 'pending';
     CREATE INDEX deliveries_dead ON deliveries (done_at) WHERE state = 'dead';
     "#),
+    // 12: the staff inbox. A thread's read marker (read by anyone) and when its guest last wrote (unread, needs
+    // reply); sign-in sessions and one-time links (kept as hashes: the store never holds a usable key); the
+    // log of changes the inbox's live pages follow (pruned by the duplicate filter); and the full-text index of
+    // message text, kept by triggers in the transaction that changes the text (an erasure takes it out too).
+    Sql(r#"
+    ALTER TABLE threads ADD COLUMN read_at INTEGER;
+    ALTER TABLE threads ADD COLUMN last_guest_at INTEGER;
+    ALTER TABLE threads ADD COLUMN last_from TEXT;
+    UPDATE threads SET
+        last_guest_at = (SELECT max(m.first_seen_at) FROM messages m
+                         WHERE m.provider = threads.provider AND m.conversation_id = threads.conversation_id
+                           AND m.sender_role = 'guest'),
+        last_from = (SELECT m.sender_role FROM messages m
+                     WHERE m.provider = threads.provider AND m.conversation_id = threads.conversation_id
+                     ORDER BY m.seq DESC LIMIT 1);
+    CREATE TABLE sessions (
+        id_sha256    TEXT PRIMARY KEY,
+        token_name   TEXT NOT NULL,
+        user         TEXT NOT NULL,
+        property_id  TEXT,                         -- the link's property: the session sees no other
+        csrf         TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE one_time_tokens (
+        token_sha256 TEXT PRIMARY KEY,
+        token_name   TEXT NOT NULL,
+        user         TEXT NOT NULL,
+        property_id  TEXT,
+        thread_id    TEXT,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL,
+        used_at      INTEGER
+    ) STRICT;
+    CREATE TABLE changes (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        thread_id TEXT NOT NULL,
+        kind      TEXT NOT NULL,                    -- message, reply, thread
+        at        INTEGER NOT NULL
+    ) STRICT;
+    CREATE VIRTUAL TABLE messages_fts USING fts5(content, content = 'messages', content_rowid = 'seq');
+    INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages WHEN new.content IS NOT NULL BEGIN
+        INSERT INTO messages_fts (rowid, content) VALUES (new.seq, new.content);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content)
+            SELECT 'delete', old.seq, old.content WHERE old.content IS NOT NULL;
+        INSERT INTO messages_fts (rowid, content) SELECT new.seq, new.content WHERE new.content IS NOT NULL;
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages WHEN old.content IS NOT NULL BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.seq, old.content);
+    END;
+    "#),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

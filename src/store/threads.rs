@@ -46,11 +46,29 @@ pub struct Thread {
     pub last_message_at: Millis,
     pub inserted_at: Millis,
     pub updated_at: Millis,
+    /// When someone last opened it in the inbox.
+    pub read_at: Option<Millis>,
+    /// When its guest last wrote.
+    pub last_guest_at: Option<Millis>,
+    /// Who wrote its newest entry (`guest`, `property`, ...).
+    pub last_from: Option<String>,
+}
+
+impl Thread {
+    /// The guest wrote since anyone last opened it.
+    pub fn unread(&self) -> bool {
+        self.last_guest_at.is_some_and(|g| self.read_at.is_none_or(|r| r < g))
+    }
+
+    /// Open, and the guest has the last word.
+    pub fn needs_reply(&self) -> bool {
+        !self.is_closed && self.last_from.as_deref() == Some("guest")
+    }
 }
 
 pub(super) const COLUMNS: &str = "t.id, t.provider, t.conversation_id, t.ota, t.title, t.property_id,
     t.booking_reference, t.conversation_type, t.is_closed, t.message_count, t.last_message_at, t.inserted_at,
-    t.updated_at";
+    t.updated_at, t.read_at, t.last_guest_at, t.last_from";
 
 pub(super) fn read_at(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Result<Thread> {
     Ok(Thread {
@@ -67,6 +85,9 @@ pub(super) fn read_at(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Resul
         last_message_at: row.get(offset + 10)?,
         inserted_at: row.get(offset + 11)?,
         updated_at: row.get(offset + 12)?,
+        read_at: row.get(offset + 13)?,
+        last_guest_at: row.get(offset + 14)?,
+        last_from: row.get(offset + 15)?,
     })
 }
 
@@ -82,6 +103,8 @@ pub(super) struct Delta {
     reopen: bool,
     count: i64,
     at: Millis,
+    /// The role of the newest of these messages.
+    last_from: Option<String>,
 }
 
 /// The new messages of one transaction, by thread: a batch of 100 messages touches each of its threads once.
@@ -112,16 +135,12 @@ impl Deltas {
         d.reopen |= guest;
         d.count += 1;
         d.at = d.at.max(at);
+        d.last_from = m.sender_role.clone();
     }
 
-    /// Writes every thread's change, in the caller's transaction.
-    pub(super) fn write(self, conn: &Connection) -> rusqlite::Result<()> {
-        if self.0.is_empty() {
-            return Ok(());
-        }
-        // A guest's message reopens a closed thread and names it (when it gives a name); what the messages do
-        // not say keeps the thread's value.
-        let mut upsert = conn.prepare_cached(
+    /// As [`Deltas::write`], for schema version 10 (before the inbox's columns and change log existed).
+    fn write_v10(self, conn: &Connection) -> rusqlite::Result<()> {
+        let mut upsert = conn.prepare(
             "INSERT INTO threads (id, provider, conversation_id, ota, title, property_id, booking_reference,
                  conversation_type, is_closed, message_count, last_message_at, inserted_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?11, ?9, ?9, ?9)
@@ -153,6 +172,52 @@ impl Deltas {
         }
         Ok(())
     }
+
+    /// Writes every thread's change, in the caller's transaction.
+    pub(super) fn write(self, conn: &Connection) -> rusqlite::Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        // A guest's message reopens a closed thread and names it (when it gives a name); what the messages do
+        // not say keeps the thread's value.
+        let mut upsert = conn.prepare_cached(
+            "INSERT INTO threads (id, provider, conversation_id, ota, title, property_id, booking_reference,
+                 conversation_type, is_closed, message_count, last_message_at, inserted_at, updated_at,
+                 last_guest_at, last_from)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?11, ?9, ?9, ?9, CASE WHEN ?10 THEN ?9 END, ?12)
+             ON CONFLICT (provider, conversation_id) DO UPDATE SET
+                 ota = coalesce(excluded.ota, ota),
+                 title = coalesce(excluded.title, title),
+                 property_id = coalesce(excluded.property_id, property_id),
+                 booking_reference = coalesce(excluded.booking_reference, booking_reference),
+                 conversation_type = coalesce(excluded.conversation_type, conversation_type),
+                 is_closed = CASE WHEN ?10 THEN 0 ELSE is_closed END,
+                 message_count = message_count + ?11,
+                 last_message_at = max(last_message_at, excluded.last_message_at),
+                 updated_at = excluded.updated_at,
+                 last_guest_at = coalesce(excluded.last_guest_at, last_guest_at),
+                 last_from = coalesce(excluded.last_from, last_from)",
+        )?;
+        for ((provider, conversation), d) in self.0 {
+            let id = thread_uuid(&provider, &conversation);
+            super::changes::record(conn, &id, super::changes::Kind::Message, d.at)?;
+            upsert.execute(params![
+                id,
+                provider,
+                conversation,
+                d.ota,
+                d.title,
+                d.property_id,
+                d.booking_reference,
+                d.conversation_type,
+                d.at,
+                d.reopen,
+                d.count,
+                d.last_from
+            ])?;
+        }
+        Ok(())
+    }
 }
 
 /// The thread of namespace `provider` and conversation `conversation_id`, if any.
@@ -174,18 +239,34 @@ pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Thread>> {
 pub(super) fn add_reply(conn: &Connection, id: &str, at: Millis) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE threads SET message_count = message_count + 1, is_closed = 0,
-             last_message_at = max(last_message_at, ?2), updated_at = ?2
+             last_message_at = max(last_message_at, ?2), updated_at = ?2, last_from = 'property'
          WHERE id = ?1",
     )?
     .execute(params![id, at])?;
-    Ok(())
+    super::changes::record(conn, id, super::changes::Kind::Reply, at)
 }
 
 pub fn set_closed(conn: &Connection, id: &str, closed: bool, at: Millis) -> rusqlite::Result<bool> {
     let n = conn
         .prepare_cached("UPDATE threads SET is_closed = ?2, updated_at = ?3 WHERE id = ?1")?
         .execute(params![id, closed, at])?;
+    if n == 1 {
+        super::changes::record(conn, id, super::changes::Kind::Thread, at)?;
+    }
     Ok(n == 1)
+}
+
+/// Opening a thread in the inbox marks it read, for everyone.
+pub fn mark_read(conn: &Connection, id: &str, at: Millis) -> rusqlite::Result<()> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE threads SET read_at = ?2 WHERE id = ?1 AND coalesce(read_at, 0) < coalesce(last_guest_at, 0)",
+        )?
+        .execute(params![id, at])?;
+    if n == 1 {
+        super::changes::record(conn, id, super::changes::Kind::Thread, at)?;
+    }
+    Ok(())
 }
 
 /// The threads of conversation `conversation_id`, in any channel.
@@ -253,7 +334,8 @@ pub(super) fn build_all(conn: &Connection) -> rusqlite::Result<()> {
         let ota: Option<String> = r.get(9)?;
         deltas.add(&provider, ota.as_deref(), &m, r.get(10)?);
     }
-    deltas.write(conn)
+    // Migrations run in order: this one writes version 10's columns only.
+    deltas.write_v10(conn)
 }
 
 /// Which threads a list shows.
@@ -266,6 +348,21 @@ pub struct ThreadFilter {
     /// The OTA, as stored (`booking.com`, `airbnb`, `expedia`).
     pub ota: Option<String>,
     pub booking_reference: Option<String>,
+    /// Threads of this channel's namespace (`booking.com`, `staah:` and its channels, `channex`).
+    pub namespace_prefix: Option<String>,
+    /// Open, and the guest has the last word.
+    pub needs_reply: bool,
+    /// Words that a message of the thread contains (full-text search).
+    pub search: Option<String>,
+}
+
+/// A search box's words as an FTS5 query: each a quoted phrase (so no word is taken for syntax), all required.
+fn fts_query(words: &str) -> Option<String> {
+    let phrases: Vec<String> = words
+        .split_whitespace()
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect();
+    (!phrases.is_empty()).then(|| phrases.join(" "))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,6 +403,22 @@ pub fn list(
     if let Some(reference) = &filter.booking_reference {
         clauses.push("t.booking_reference = ?".into());
         values.push(Box::new(reference.clone()));
+    }
+    if let Some(prefix) = &filter.namespace_prefix {
+        clauses.push("substr(t.provider, 1, length(?)) = ?".into());
+        values.push(Box::new(prefix.clone()));
+        values.push(Box::new(prefix.clone()));
+    }
+    if filter.needs_reply {
+        clauses.push("t.is_closed = 0 AND t.last_from = 'guest'".into());
+    }
+    if let Some(query) = filter.search.as_deref().and_then(fts_query) {
+        clauses.push(
+            "(t.provider, t.conversation_id) IN (SELECT m.provider, m.conversation_id FROM messages_fts f
+             JOIN messages m ON m.seq = f.rowid WHERE messages_fts MATCH ?)"
+                .into(),
+        );
+        values.push(Box::new(query));
     }
     let filter_sql = if clauses.is_empty() {
         String::new()

@@ -8,6 +8,7 @@
 //! process's file descriptors, which the outbound requests to the OTAs and the PMS need too.
 
 pub mod api;
+pub mod inbox;
 pub mod ops;
 pub mod receive;
 pub mod tls;
@@ -159,6 +160,14 @@ pub fn same_secret(presented: &str, expected: &str) -> bool {
     let a = Sha256::digest(presented.as_bytes());
     let b = Sha256::digest(expected.as_bytes());
     a.as_slice().ct_eq(b.as_slice()).into()
+}
+
+/// A key nobody can guess (256 bits from the OS), base64url: session cookies, CSRF tokens, one-time links.
+pub fn random_key() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS provides randomness");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Binds `127.0.0.1:0` and serves `router` there until `stop` fires: the built-in fakes of the demo, the tests

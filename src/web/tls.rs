@@ -40,30 +40,20 @@ fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| {
-            format!(
-                "receive.tls_cert_file: cannot read certificates from {}",
-                cert.display()
-            )
-        })?;
+        .with_context(|| format!("tls_cert_file: cannot read certificates from {}", cert.display()))?;
     if certs.is_empty() {
-        anyhow::bail!("receive.tls_cert_file: {} holds no PEM certificate", cert.display());
+        anyhow::bail!("tls_cert_file: {} holds no PEM certificate", cert.display());
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| {
-            format!(
-                "receive.tls_key_file: cannot read a PEM private key from {}",
-                key.display()
-            )
-        })?;
+        .with_context(|| format!("tls_key_file: cannot read a PEM private key from {}", key.display()))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .context("receive.tls_cert_file and receive.tls_key_file do not make a usable certificate and key pair")?;
+        .context("tls_cert_file and tls_key_file do not make a usable certificate and key pair")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

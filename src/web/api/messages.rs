@@ -187,7 +187,7 @@ async fn reply(
 }
 
 /// A reply is refused at once when its channel is not configured to send (the key to set is named).
-fn check_route(api: &Api, thread: &Thread) -> Result<(), ApiError> {
+pub(super) fn check_route(api: &Api, thread: &Thread) -> Result<(), ApiError> {
     let routes = &api.current().routes;
     match ThreadChannel::of(&thread.provider) {
         Some(ThreadChannel::Booking) if routes.booking.is_some() => Ok(()),

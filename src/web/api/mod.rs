@@ -5,6 +5,7 @@
 //! type rendered in Channex's shape ([`ApiError`]); a `router()` per resource. Reads run on reader connections
 //! beside the store thread; a reply is committed on the store thread (synchronous=FULL) before it is answered.
 
+mod auth;
 mod messages;
 mod query;
 mod shapes;
@@ -33,10 +34,35 @@ pub struct ReplyRoutes {
     pub channex: bool,
 }
 
+/// The inbox's settings, from `[api]`.
+#[derive(Debug, Clone, Default)]
+pub struct InboxSettings {
+    pub frame_ancestors: Vec<String>,
+    pub session_idle: std::time::Duration,
+    pub secure_cookies: bool,
+    /// Where staff reach it (links are built from it).
+    pub base_url: String,
+}
+
+impl InboxSettings {
+    fn of(settings: &Settings) -> InboxSettings {
+        match &settings.api {
+            Some(api) => InboxSettings {
+                frame_ancestors: api.frame_ancestors.clone(),
+                session_idle: api.session_idle,
+                secure_cookies: api.secure_cookies(),
+                base_url: api.base_url(),
+            },
+            None => InboxSettings::default(),
+        }
+    }
+}
+
 /// What a reload may change.
 struct Current {
     tokens: Vec<ApiToken>,
     routes: ReplyRoutes,
+    inbox: InboxSettings,
 }
 
 /// The state every handler is given. Cheap to clone.
@@ -49,23 +75,80 @@ struct Inner {
     current: RwLock<Arc<Current>>,
     /// Wakes the reply worker when a reply is committed.
     replies: Arc<Notify>,
+    /// The daemon is stopping: live streams end.
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 impl Api {
-    pub fn new(settings: &Settings, store: Store, routes: ReplyRoutes, replies: Arc<Notify>) -> Api {
+    pub fn new(
+        settings: &Settings,
+        store: Store,
+        routes: ReplyRoutes,
+        replies: Arc<Notify>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Api {
         let tokens = settings.api.as_ref().map(|a| a.tokens.clone()).unwrap_or_default();
+        let inbox = InboxSettings::of(settings);
         Api(Arc::new(Inner {
             readers: Readers::new(store.path()),
             store,
-            current: RwLock::new(Arc::new(Current { tokens, routes })),
+            current: RwLock::new(Arc::new(Current { tokens, routes, inbox })),
             replies,
+            cancel,
         }))
     }
 
-    /// SIGHUP: the tokens (and what replies can go through) as configured now.
+    /// SIGHUP: the tokens, the inbox's settings and what replies can go through, as configured now.
     pub fn reload(&self, settings: &Settings, routes: ReplyRoutes) {
         let tokens = settings.api.as_ref().map(|a| a.tokens.clone()).unwrap_or_default();
-        *self.0.current.write().expect("api lock") = Arc::new(Current { tokens, routes });
+        let inbox = InboxSettings::of(settings);
+        *self.0.current.write().expect("api lock") = Arc::new(Current { tokens, routes, inbox });
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    pub fn readers(&self) -> &Readers {
+        &self.0.readers
+    }
+
+    pub fn inbox(&self) -> InboxSettings {
+        self.current().inbox.clone()
+    }
+
+    pub fn wake_replies(&self) {
+        self.0.replies.notify_one();
+    }
+
+    pub async fn stopping(&self) {
+        self.0.cancel.cancelled().await
+    }
+
+    /// The configured token of this name.
+    pub fn token_named(&self, name: &str) -> Option<ApiToken> {
+        self.current().tokens.iter().find(|t| t.name == name).cloned()
+    }
+
+    /// The token `presented` is, compared in constant time against every one.
+    pub fn token_matching(&self, presented: &str) -> Option<ApiToken> {
+        let mut found = None;
+        for token in &self.current().tokens {
+            if crate::web::same_secret(presented, token.token.expose()) && !presented.is_empty() {
+                found = Some(token.clone());
+            }
+        }
+        found
+    }
+
+    /// Why a reply to `thread` cannot be sent now (its channel is not configured to), if it cannot.
+    pub fn reply_route_problem(&self, thread: &Thread) -> Option<String> {
+        messages::check_route(self, thread).err().map(|e| e.title)
+    }
+
+    /// Booking.com's "no reply needed" for `thread`; the reason when it cannot be done.
+    pub async fn tag_no_reply_needed(&self, thread: &Thread) -> Result<(), String> {
+        threads::tag(self, thread).await.map_err(|e| e.title)
     }
 
     fn current(&self) -> Arc<Current> {
@@ -92,6 +175,8 @@ pub fn router(api: Api) -> Router {
     Router::new()
         .merge(threads::router())
         .merge(messages::router())
+        .merge(auth::router())
+        .merge(super::inbox::router(api.clone()))
         .fallback(|| async { ApiError::not_found() })
         .with_state(api)
 }
@@ -111,16 +196,8 @@ impl FromRequestParts<Api> for Caller {
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .or_else(|| crate::web::receive::bearer_token(&parts.headers));
-        let current = api.current();
         // Every token is compared, whatever matched: the time taken tells nothing about which came close.
-        let mut found = None;
-        if let Some(presented) = presented {
-            for token in &current.tokens {
-                if crate::web::same_secret(presented, token.token.expose()) {
-                    found = Some(token.clone());
-                }
-            }
-        }
+        let found = presented.and_then(|p| api.token_matching(p));
         match found {
             Some(token) => Ok(Caller { token }),
             None => {

@@ -44,7 +44,7 @@ async fn list(State(api): State<Api>, caller: Caller, RawQuery(raw): RawQuery) -
         property_id: params.filter("property_id").map(str::to_owned),
         is_closed: params.bool_filter("is_closed")?,
         ota,
-        booking_reference: None,
+        ..ThreadFilter::default()
     };
     let by = match order.field {
         "inserted_at" => ThreadOrder::Inserted,
@@ -106,6 +106,11 @@ async fn close(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -
 /// Booking.com threads only: tags the conversation upstream (`.../tags/no_reply_needed`), then answers the thread.
 async fn no_reply_needed(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     let thread = api.visible_thread(&caller, &id).await?;
+    tag(&api, &thread).await?;
+    answer_thread(&api, thread).await
+}
+
+pub(super) async fn tag(api: &Api, thread: &Thread) -> Result<(), ApiError> {
     if thread.provider != crate::channel::booking::wire::PROVIDER {
         return Err(ApiError::not_supported(
             "no_reply_needed exists for Booking.com threads only",
@@ -127,5 +132,11 @@ async fn no_reply_needed(State(api): State<Api>, caller: Caller, Path(id): Path<
             format!("Booking.com did not take the tag: {e}"),
         ));
     }
-    answer_thread(&api, thread).await
+    let (id, now) = (thread.id.clone(), crate::store::now_ms());
+    let _ = api
+        .0
+        .store
+        .call(move |conn| Ok(crate::store::threads::set_closed(conn, &id, true, now)?))
+        .await;
+    Ok(())
 }
