@@ -58,6 +58,9 @@ enum Command {
         /// Keep the store at this path instead of a temporary directory.
         #[arg(long, value_name = "FILE")]
         keep: Option<PathBuf>,
+        /// Keep running with the staff inbox open on a local port, and print its one-time link (Ctrl-C stops).
+        #[arg(long)]
+        inbox: bool,
     },
     /// Inspect and replay deliveries the PMS never accepted (works while the daemon runs).
     #[command(subcommand)]
@@ -347,12 +350,22 @@ pub fn main() -> ExitCode {
             RepliesCommand::Resolve(args) => crate::ops::replies::resolve(store, &args.id, args.outcome.sent),
             RepliesCommand::Resend { id } => crate::ops::replies::resend(store, &id),
         }),
-        Command::Demo { messages, seed, keep } => {
+        Command::Demo {
+            messages,
+            seed,
+            keep,
+            inbox,
+        } => {
             crate::telemetry::init(&config::LogSettings {
                 format: config::LogFormat::Pretty,
                 level: "info".into(),
             });
-            let options = crate::demo::DemoOptions { messages, seed, keep };
+            let options = crate::demo::DemoOptions {
+                messages,
+                seed,
+                keep,
+                inbox,
+            };
             match runtime().and_then(|rt| rt.block_on(crate::demo::run(options))) {
                 Ok(report) => {
                     print!("{report}");

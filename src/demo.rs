@@ -27,6 +27,8 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Keep the store here instead of in a temporary directory.
     pub keep: Option<PathBuf>,
+    /// Keep running with the inbox open, printing its one-time link, until Ctrl-C.
+    pub inbox: bool,
 }
 
 pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
@@ -155,8 +157,6 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
     )
     .await
     .context("the fake PMS did not receive every message within 120 s")?;
-    cancel.cancel();
-    daemon.await??;
 
     let counts = store
         .read(|conn| {
@@ -282,6 +282,33 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<String> {
             None => "was temporary and is removed".into(),
         }
     );
+    if options.inbox {
+        print!("{out}");
+        let key = crate::web::random_key();
+        let grant = crate::store::sessions::Grant {
+            token_name: "pms".into(),
+            user: "Demo front desk".into(),
+            property_id: None,
+            thread_id: None,
+        };
+        let stored = key.clone();
+        store
+            .call(move |conn| {
+                Ok(crate::store::sessions::create_one_time(
+                    conn,
+                    &stored,
+                    &grant,
+                    crate::store::now_ms(),
+                )?)
+            })
+            .await?;
+        println!("\ninbox: open http://{api_addr}/inbox/auth/exchange?oauth_session_key={key}");
+        println!("       (the link works once, for 15 minutes; Ctrl-C stops the demo)");
+        tokio::signal::ctrl_c().await?;
+        out = String::new();
+    }
+    cancel.cancel();
+    daemon.await??;
     Ok(out)
 }
 

@@ -3,6 +3,7 @@
 mod api;
 mod auth;
 mod backfill;
+mod browser;
 mod cli;
 mod crash;
 mod daemon;
@@ -10,6 +11,7 @@ mod drain;
 mod forward;
 mod hostile;
 mod housekeeping;
+mod inbox;
 mod listeners;
 mod metrics;
 mod model;
