@@ -52,7 +52,11 @@ pub async fn run(n: u64, threads: u64, requests: usize, replies: u64) -> ApiRun 
         .local_addr()
         .unwrap()
         .port();
-    let config = super::write_config(dir.path(), &fake.base_url(), &api_section(&format!("127.0.0.1:{port}")));
+    let config = super::write_config(
+        dir.path(),
+        &fake.base_url(),
+        &api_section(&format!("127.0.0.1:{port}"), ""),
+    );
     let (child, pid) = super::spawn_daemon(&config);
     let api = ApiClient::new(&format!("http://127.0.0.1:{port}"), PMS_TOKEN);
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -9,6 +9,7 @@ pub mod pms_api;
 pub mod pushes;
 pub mod samples;
 pub mod staah;
+pub mod staff;
 
 pub use channex::FakeChannex;
 pub use ota::conversations::ReplyFault;

@@ -8,10 +8,10 @@ pub const PMS_TOKEN: &str = "pms-token-5f1d0c9b8a7e6d4c";
 pub const LIMITED_TOKEN: &str = "limited-token-0a1b2c3d4e5f";
 pub const LIMITED_PROPERTY: &str = "8011855";
 
-/// `[api]` on `listen`, with the two tokens.
-pub fn api_section(listen: &str) -> String {
+/// `[api]` on `listen` with more `keys` (TOML lines), and the two tokens.
+pub fn api_section(listen: &str, keys: &str) -> String {
     format!(
-        "[api]\nlisten = \"{listen}\"\n[[api.tokens]]\nname = \"pms\"\ntoken = \"{PMS_TOKEN}\"\n\
+        "[api]\nlisten = \"{listen}\"\n{keys}\n[[api.tokens]]\nname = \"pms\"\ntoken = \"{PMS_TOKEN}\"\n\
          [[api.tokens]]\nname = \"limited\"\ntoken = \"{LIMITED_TOKEN}\"\nproperty_ids = [\"{LIMITED_PROPERTY}\"]\n"
     )
 }

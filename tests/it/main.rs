@@ -12,6 +12,7 @@ mod forward;
 mod hostile;
 mod housekeeping;
 mod inbox;
+mod inbox_forms;
 mod listeners;
 mod metrics;
 mod model;

@@ -439,6 +439,8 @@ struct RunConfig {
     staah_keys: String,
     /// `[api]` on this port, with [`ota_relay::fake::pms_api`]'s tokens.
     api_port: Option<u16>,
+    /// More `[api]` keys.
+    api_keys: String,
     /// The receiver's socket, bound by the test and passed as systemd passes it (`listen = "systemd"`).
     socket: Option<std::net::TcpListener>,
     /// The push senders' credentials, as configured (changed to test a rotation).
@@ -534,6 +536,19 @@ impl Setup {
     /// The API on a free port (see [`TestRelay::api`]).
     pub fn api(mut self) -> Setup {
         self.run.api_port = Some(free_port());
+        self
+    }
+
+    /// The API on `port` (a test that needs its address in the configuration).
+    pub fn api_on(mut self, port: u16) -> Setup {
+        self.run.api_port = Some(port);
+        self
+    }
+
+    /// More `[api]` keys (with [`Self::api`]).
+    pub fn api_keys(mut self, keys: &str) -> Setup {
+        self.run.api_keys.push_str(keys);
+        self.run.api_keys.push('\n');
         self
     }
 
@@ -680,6 +695,12 @@ impl TestRelay {
         )
     }
 
+    /// A member of staff at the inbox ([`Setup::api`]), not signed in yet, without JavaScript.
+    pub fn staff(&self) -> ota_relay::fake::staff::StaffClient {
+        let port = self.run.api_port.expect("an API listener");
+        ota_relay::fake::staff::StaffClient::new(&format!("http://127.0.0.1:{port}"), reqwest::Client::builder())
+    }
+
     /// The push senders, pointed at the receiver ([`Setup::receiving`]).
     pub fn senders(&self) -> ota_relay::fake::Senders {
         ota_relay::fake::Senders::new(&self.receive_url(), self.run.push_credentials.clone())
@@ -777,7 +798,7 @@ impl TestRelay {
         let api = self
             .run
             .api_port
-            .map(|port| ota_relay::fake::pms_api::api_section(&format!("127.0.0.1:{port}")))
+            .map(|port| ota_relay::fake::pms_api::api_section(&format!("127.0.0.1:{port}"), &self.run.api_keys))
             .unwrap_or_default();
         let extra = format!("{forward}{sections}{ops}{receive}{api}");
         let credentials = if self.run.token {

@@ -95,11 +95,23 @@ pub async fn exchange(State(api): State<Api>, RawQuery(raw): RawQuery) -> Respon
     // Only a path inside the inbox: the link must not send anyone elsewhere.
     let to = params
         .get("redirect_to")
-        .filter(|p| p.starts_with("/inbox/") && !p.starts_with("//") && !p.contains("://"))
+        .filter(|p| inside_inbox(p))
         .cloned()
         .or_else(|| grant.thread_id.as_ref().map(|t| Urls::Thread(t.clone()).path()))
         .unwrap_or_else(|| Urls::Threads.path());
     sign_in(&api, grant, to).await
+}
+
+/// A path under `/inbox/` that stays there: no `..` segment, no backslash (which browsers read as `/`), no
+/// second slash that would make it another host.
+fn inside_inbox(path: &str) -> bool {
+    path.starts_with("/inbox/")
+        && !path.contains("//")
+        && !path.contains('\\')
+        && !path
+            .split(['/', '?', '#'])
+            .any(|segment| segment.to_ascii_lowercase().replace("%2e", ".") == "..")
+        && !path.chars().any(char::is_control)
 }
 
 pub async fn logout(State(api): State<Api>, staff: Staff, body: Bytes) -> Response {
