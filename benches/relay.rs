@@ -548,6 +548,26 @@ fn main() {
             push(
                 &mut rows,
                 Row::new(
+                    "inbox list page p50 / p99 (any page)",
+                    p(&run.inbox.list_ms),
+                    "p99 < 100 ms",
+                ),
+            );
+            push(
+                &mut rows,
+                Row::new("inbox conversation p50 / p99", p(&run.inbox.thread_ms), "p99 < 100 ms"),
+            );
+            push(
+                &mut rows,
+                Row::new(
+                    "inbox search p50 / p99, a rare word / one in 8 messages",
+                    format!("{} · {}", p(&run.inbox.rare_search_ms), p(&run.inbox.common_search_ms)),
+                    "-",
+                ),
+            );
+            push(
+                &mut rows,
+                Row::new(
                     "replies accepted, 16 PMS clients, synchronous=FULL",
                     format!("{:.0} /s", run.replies as f64 / run.reply_seconds),
                     "-",

@@ -1,12 +1,14 @@
 //! The API's figures on a large store: the thread list and a thread's messages (p50 / p99 over sequential
 //! requests, 1,000,000 messages in 10,000 threads), and replies accepted per second from concurrent PMS clients
-//! (each committed with synchronous=FULL before its 200).
+//! (each committed with synchronous=FULL before its 200); and the inbox's pages on the same store: a list page at
+//! any depth, a search for a common word and for a rare one, a conversation.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ota_relay::fake::pms_api::{ApiClient, PMS_TOKEN, api_section};
+use ota_relay::fake::staff::StaffClient;
 use ota_relay::fake::{FakeOta, FakeOtaOptions, commit_as_batch, guest_message};
 use ota_relay::store::{Access, Store};
 
@@ -15,6 +17,62 @@ pub struct ApiRun {
     pub messages_ms: Vec<f64>,
     pub replies: u64,
     pub reply_seconds: f64,
+    pub inbox: InboxRun,
+}
+
+#[derive(Default)]
+pub struct InboxRun {
+    pub list_ms: Vec<f64>,
+    pub common_search_ms: Vec<f64>,
+    pub rare_search_ms: Vec<f64>,
+    pub thread_ms: Vec<f64>,
+}
+
+/// Sequential page loads as staff make them, signed in with the PMS's token.
+async fn inbox(base: &str, ids: &[String], threads: u64, requests: usize) -> InboxRun {
+    let mut staff = StaffClient::new(base, reqwest::Client::builder());
+    assert_eq!(staff.sign_in(PMS_TOKEN, "Bench").await.unwrap().status, 303);
+    let mut run = InboxRun::default();
+    let timed = async |staff: &mut StaffClient, path: String, into: &mut Vec<f64>| {
+        let started = Instant::now();
+        let page = staff.get(&path).await.unwrap();
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        into.push(started.elapsed().as_secs_f64() * 1000.0);
+        page
+    };
+    let mut rng = fastrand::Rng::with_seed(5);
+    let pages = threads.div_ceil(25);
+    for i in 0..requests {
+        let page = 1 + rng.u64(0..pages);
+        let list = timed(&mut staff, format!("/inbox/threads?page={page}"), &mut run.list_ms).await;
+        assert!(!list.thread_ids().is_empty());
+        timed(
+            &mut staff,
+            format!("/inbox/threads/{}", ids[i % ids.len()]),
+            &mut run.thread_ms,
+        )
+        .await;
+    }
+    for _ in 0..requests / 5 {
+        // About one message in eight mentions parking; a message's number is in its text once.
+        timed(&mut staff, "/inbox/threads?q=parking".into(), &mut run.common_search_ms).await;
+        let number = rng.u64(0..threads * 100);
+        timed(
+            &mut staff,
+            format!("/inbox/threads?q={number}"),
+            &mut run.rare_search_ms,
+        )
+        .await;
+    }
+    for v in [
+        &mut run.list_ms,
+        &mut run.thread_ms,
+        &mut run.common_search_ms,
+        &mut run.rare_search_ms,
+    ] {
+        v.sort_by(f64::total_cmp);
+    }
+    run
 }
 
 /// `n` messages spread over `threads` conversations (each guest message re-addressed), through the real parser
@@ -104,6 +162,7 @@ pub async fn run(n: u64, threads: u64, requests: usize, replies: u64) -> ApiRun 
     }
     list_ms.sort_by(f64::total_cmp);
     messages_ms.sort_by(f64::total_cmp);
+    let inbox = inbox(&format!("http://127.0.0.1:{port}"), &ids, threads, requests).await;
 
     let ids = Arc::new(ids);
     let started = Instant::now();
@@ -126,5 +185,6 @@ pub async fn run(n: u64, threads: u64, requests: usize, replies: u64) -> ApiRun 
         messages_ms,
         replies,
         reply_seconds,
+        inbox,
     }
 }

@@ -400,7 +400,8 @@ impl FakeOta {
         self.shared.mutate(|s| s.scripted.push_back((endpoint, fault)));
     }
 
-    /// Holds the next request to `endpoint` at `point` until the returned gate is released or dropped.
+    /// Holds the next request to `endpoint` at `point` until the returned gate is released or dropped. For
+    /// [`Endpoint::Reply`], only the conversation read is held (a reconciliation's question).
     pub fn hold_next(&self, endpoint: Endpoint, point: HoldPoint) -> Gate {
         let (arrived_tx, arrived) = watch::channel(false);
         let (released, _) = watch::channel(false);

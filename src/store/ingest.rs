@@ -136,12 +136,15 @@ impl Store {
     }
 }
 
-/// What a new message's row brings with it, in its transaction: its thread counts it, and its outbox row is
-/// written (so no stored message can miss its delivery, and a redelivered one never gets a second), unless it
-/// is the channel's echo of a reply: then it is recorded as that reply's proof, never as guest news.
+/// What a new message's row brings with it, in its transaction: its text enters the search index, its thread
+/// counts it, and its outbox row is written (so no stored message can miss its delivery, and a redelivered one
+/// never gets a second), unless it is the channel's echo of a reply: then it is recorded as that reply's proof,
+/// never as guest news.
 struct FollowUp<'c> {
     threads: threads::Deltas,
     deliveries: deliveries::InsertPending<'c>,
+    /// The transaction's first new message: the store has one writer, so every later `seq` is this transaction's.
+    first_seq: Option<i64>,
 }
 
 impl<'c> FollowUp<'c> {
@@ -149,11 +152,15 @@ impl<'c> FollowUp<'c> {
         Ok(FollowUp {
             threads: threads::Deltas::default(),
             deliveries: deliveries::InsertPending::prepare(conn)?,
+            first_seq: None,
         })
     }
 
-    /// The threads' changes, once per transaction, before its commit.
+    /// The threads' changes and the search index, once per transaction, before its commit.
     fn finish(self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        if let Some(first) = self.first_seq {
+            messages::index_text(conn, first)?;
+        }
         self.threads.write(conn)
     }
 
@@ -167,6 +174,7 @@ impl<'c> FollowUp<'c> {
         at: Millis,
     ) -> rusqlite::Result<()> {
         let seq = conn.last_insert_rowid();
+        self.first_seq.get_or_insert(seq);
         if m.sender_role.as_deref() == Some("property")
             && let Some(conversation) = m.conversation_id.as_deref()
         {

@@ -362,6 +362,13 @@ const MIGRATIONS: &[Migration] = &[
         INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.seq, old.content);
     END;
     "#),
+    // 13: new messages' text is indexed once per transaction by the write path (messages::index_text), not by
+    // a trigger per row; a search hit's thread is found without reading its message's row (large, anywhere
+    // in the file): a third of a common word's search time at 1,000,000 messages.
+    Sql(r#"
+    DROP TRIGGER messages_fts_insert;
+    CREATE INDEX messages_seq_thread ON messages (seq, provider, conversation_id);
+    "#),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

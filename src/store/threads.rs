@@ -412,40 +412,64 @@ pub fn list(
     if filter.needs_reply {
         clauses.push("t.is_closed = 0 AND t.last_from = 'guest'".into());
     }
-    if let Some(query) = filter.search.as_deref().and_then(fts_query) {
+    let searching = filter.search.as_deref().and_then(fts_query);
+    if let Some(query) = &searching {
         clauses.push(
             "(t.provider, t.conversation_id) IN (SELECT m.provider, m.conversation_id FROM messages_fts f
-             JOIN messages m ON m.seq = f.rowid WHERE messages_fts MATCH ?)"
+             JOIN messages m INDEXED BY messages_seq_thread ON m.seq = f.rowid WHERE messages_fts MATCH ?)"
                 .into(),
         );
-        values.push(Box::new(query));
+        values.push(Box::new(query.clone()));
     }
     let filter_sql = if clauses.is_empty() {
         String::new()
     } else {
         format!("WHERE {}", clauses.join(" AND "))
     };
-    let total: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM threads t {filter_sql}"),
-        rusqlite::params_from_iter(values.iter()),
-        |r| r.get(0),
-    )?;
+    let count = |conn: &Connection, values: &[Box<dyn rusqlite::ToSql>]| {
+        conn.query_row(
+            &format!("SELECT count(*) FROM threads t {filter_sql}"),
+            rusqlite::params_from_iter(values.iter()),
+            |r| r.get::<_, i64>(0),
+        )
+    };
     let column = match order {
         ThreadOrder::LastMessage => "t.last_message_at",
         ThreadOrder::Inserted => "t.inserted_at",
         ThreadOrder::Updated => "t.updated_at",
     };
     let direction = if descending { "DESC" } else { "ASC" };
+    let filtered = values.len();
     values.push(Box::new(limit as i64));
     values.push(Box::new(offset as i64));
-    let threads = conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM threads t {filter_sql}
+    let page_sql = |extra: &str| {
+        format!(
+            "SELECT {COLUMNS}{extra} FROM threads t {filter_sql}
              ORDER BY {column} {direction}, t.id {direction} LIMIT ? OFFSET ?"
-        ))?
-        .query_map(rusqlite::params_from_iter(values.iter()), |r| read_at(r, 0))?
+        )
+    };
+    if searching.is_none() {
+        let total = count(conn, &values[..filtered])?;
+        let threads = conn
+            .prepare_cached(&page_sql(""))?
+            .query_map(rusqlite::params_from_iter(values.iter()), |r| read_at(r, 0))?
+            .collect::<Result<_, _>>()?;
+        return Ok((threads, total));
+    }
+    // A common word matches many messages: the page and its count come from one pass over them.
+    let total_at = COLUMNS.split(',').count();
+    let rows: Vec<(Thread, i64)> = conn
+        .prepare_cached(&page_sql(", count(*) OVER ()"))?
+        .query_map(rusqlite::params_from_iter(values.iter()), |r| {
+            Ok((read_at(r, 0)?, r.get(total_at)?))
+        })?
         .collect::<Result<_, _>>()?;
-    Ok((threads, total))
+    let total = match rows.first() {
+        Some((_, total)) => *total,
+        None if offset == 0 => 0,
+        None => count(conn, &values[..filtered])?,
+    };
+    Ok((rows.into_iter().map(|(t, _)| t).collect(), total))
 }
 
 /// One entry of a thread: a message a channel brought, or a reply.

@@ -448,9 +448,9 @@ async fn enabling_forward_on_a_store_with_history_delivers_the_backlog_oldest_fi
              ALTER TABLE source_state DROP COLUMN failures;
              ALTER TABLE messages DROP COLUMN source; ALTER TABLE messages DROP COLUMN ota;
              ALTER TABLE messages DROP COLUMN push_id; DROP TABLE push_stats;
-             DROP TRIGGER messages_fts_insert; DROP TRIGGER messages_fts_update; DROP TRIGGER messages_fts_delete;
+             DROP TRIGGER messages_fts_update; DROP TRIGGER messages_fts_delete;
              DROP TABLE messages_fts; DROP TABLE sessions; DROP TABLE one_time_tokens; DROP TABLE changes;
-             DROP TABLE replies; DROP TABLE threads; DROP INDEX messages_thread;
+             DROP TABLE replies; DROP TABLE threads; DROP INDEX messages_thread; DROP INDEX messages_seq_thread;
              ALTER TABLE messages DROP COLUMN uuid; ALTER TABLE messages DROP COLUMN reply_id;
              PRAGMA user_version = 1;",
         )

@@ -4,7 +4,7 @@
 //! token are refused; the list and a conversation pass an accessibility check.
 
 use fantoccini::Locator;
-use ota_relay::fake::ReplyFault;
+use ota_relay::fake::{Endpoint, HoldPoint, ReplyFault};
 use serde_json::json;
 
 use crate::browser::Browser;
@@ -128,6 +128,8 @@ async fn staff_sign_in_read_reply_and_follow_the_replys_state_live_in_a_real_bro
 
     // A send whose answer is lost shows unknown, then sent once the conversation read finds it.
     relay.ota.reply_fault(ReplyFault::AppliedSilentlyThenLost);
+    // The reconciliation's question waits until the page has shown the unknown state.
+    let question = relay.ota.hold_next(Endpoint::Reply, HoldPoint::Before);
     browser
         .wait_for("#reply")
         .await
@@ -136,6 +138,7 @@ async fn staff_sign_in_read_reply_and_follow_the_replys_state_live_in_a_real_bro
         .unwrap();
     browser.wait_for(".state-unknown").await;
     browser.screenshot("reply-unknown").await;
+    question.release();
     within(30, "both replies shown sent", async {
         loop {
             if browser

@@ -289,9 +289,9 @@ async fn migrating_schema_5_keeps_every_delivery_and_checks_states_without_a_tem
              ALTER TABLE source_state DROP COLUMN failures; ALTER TABLE job_runs DROP COLUMN stopped;
              ALTER TABLE messages DROP COLUMN source; ALTER TABLE messages DROP COLUMN ota;
              ALTER TABLE messages DROP COLUMN push_id; DROP TABLE push_stats;
-             DROP TRIGGER messages_fts_insert; DROP TRIGGER messages_fts_update; DROP TRIGGER messages_fts_delete;
+             DROP TRIGGER messages_fts_update; DROP TRIGGER messages_fts_delete;
              DROP TABLE messages_fts; DROP TABLE sessions; DROP TABLE one_time_tokens; DROP TABLE changes;
-             DROP TABLE replies; DROP TABLE threads; DROP INDEX messages_thread;
+             DROP TABLE replies; DROP TABLE threads; DROP INDEX messages_thread; DROP INDEX messages_seq_thread;
              ALTER TABLE messages DROP COLUMN uuid; ALTER TABLE messages DROP COLUMN reply_id;
              PRAGMA user_version = 5;",
         )

@@ -12,8 +12,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::json;
 
-use super::handlers::{authorize, json_response};
-use super::{Endpoint, Queued, Shared};
+use super::handlers::{authorize, json_response, take_hold, wait_hold};
+use super::{Endpoint, HoldPoint, Queued, Shared};
 
 /// What the next reply POST meets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +156,7 @@ pub(super) async fn get(
     if let Some(refused) = authorize(&shared, &headers, Endpoint::Reply) {
         return refused;
     }
+    wait_hold(take_hold(&shared, Endpoint::Reply, HoldPoint::Before)).await;
     let messages: Vec<serde_json::Value> = shared.mutate(|s| {
         s.conversation_reads += 1;
         s.posted

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::{Endpoint, FakeAuth, Fault, Hold, HoldPoint, Queued, Shared};
 
-fn take_hold(shared: &Shared, endpoint: Endpoint, point: HoldPoint) -> Option<Hold> {
+pub(super) fn take_hold(shared: &Shared, endpoint: Endpoint, point: HoldPoint) -> Option<Hold> {
     shared.mutate(|s| {
         let index = s
             .holds
@@ -23,7 +23,7 @@ fn take_hold(shared: &Shared, endpoint: Endpoint, point: HoldPoint) -> Option<Ho
     })
 }
 
-async fn wait_hold(hold: Option<Hold>) {
+pub(super) async fn wait_hold(hold: Option<Hold>) {
     if let Some(hold) = hold {
         let _ = hold.arrived.send(true);
         let mut released = hold.released.subscribe();
