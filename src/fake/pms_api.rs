@@ -77,11 +77,7 @@ impl ApiClient {
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder) -> reqwest::Result<Answer> {
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.text().await?;
-        Ok(Answer { status, body, headers })
+        Answer::of(request.send().await?).await
     }
 
     pub fn client(&self) -> &reqwest::Client {

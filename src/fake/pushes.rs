@@ -202,6 +202,14 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// A response, read whole.
+    pub async fn of(response: reqwest::Response) -> reqwest::Result<Answer> {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await?;
+        Ok(Answer { status, body, headers })
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
     }
@@ -292,11 +300,7 @@ impl Senders {
 
     /// Any request to the receiver, answered.
     pub async fn post(&self, request: reqwest::RequestBuilder) -> reqwest::Result<Answer> {
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.text().await?;
-        Ok(Answer { status, body, headers })
+        Answer::of(request.send().await?).await
     }
 
     pub fn client(&self) -> &reqwest::Client {

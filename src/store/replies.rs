@@ -292,11 +292,16 @@ pub(super) fn match_echo(
     content: Option<&str>,
     now: Millis,
 ) -> rusqlite::Result<Option<i64>> {
-    // One look at the thread's replies (usually none): most property messages are not echoes.
-    let replies: Vec<(i64, Option<String>, String, Option<String>)> = conn
-        .prepare_cached("SELECT id, channel_message_id, state, content FROM replies WHERE thread_id = ?1 ORDER BY id")?
+    // One look at the thread's replies (usually none): most property messages are not echoes. Without
+    // INDEXED BY (and with ORDER BY id) SQLite re-prepared this statement at every run, a tenth of the drain's
+    // store time; the oldest-first order is kept in Rust.
+    let mut replies: Vec<(i64, Option<String>, String, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT id, channel_message_id, state, content FROM replies INDEXED BY replies_thread WHERE thread_id = ?1",
+        )?
         .query_map([thread_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
+    replies.sort_unstable_by_key(|r| r.0);
     if replies.is_empty() {
         return Ok(None);
     }

@@ -211,6 +211,53 @@ async fn a_property_limited_session_sees_only_its_property_and_forms_need_their_
     );
     assert!(browser.wait_for("#count").await.text().await.unwrap().starts_with("1 "));
 
+    // On a phone nothing is wider than the screen; the keyboard alone reaches the skip link, then the
+    // conversation, and opens it.
+    browser.client.set_window_size(390, 844).await.unwrap();
+    browser.client.refresh().await.unwrap();
+    browser.wait_for("#threads").await;
+    let overflow = browser
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(overflow.as_i64(), Some(0), "the list scrolls sideways on a phone");
+    browser.screenshot("phone").await;
+    let tab = "\u{E004}";
+    browser
+        .client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(tab)
+        .await
+        .unwrap();
+    let first = browser.client.active_element().await.unwrap();
+    assert_eq!(first.text().await.unwrap(), "Skip to content");
+    let mut reached = false;
+    for _ in 0..30 {
+        let focused = browser.client.active_element().await.unwrap();
+        if focused.text().await.unwrap().contains("Own Guest") {
+            focused.send_keys("\u{E007}").await.unwrap();
+            reached = true;
+            break;
+        }
+        focused.send_keys(tab).await.unwrap();
+    }
+    assert!(reached, "Tab never reached the conversation");
+    browser.wait_for("#reply").await;
+    browser.wait_for_text("Can we park the car?").await;
+    browser.client.set_window_size(1280, 900).await.unwrap();
+    browser
+        .client
+        .goto(&format!("{}/inbox/threads", limited.split("/inbox/").next().unwrap()))
+        .await
+        .unwrap();
+    browser.wait_for("#threads").await;
+
     // Search finds this property's words, and nothing of the other's.
     let base = limited.split("/inbox/").next().unwrap().to_owned();
     browser

@@ -55,8 +55,11 @@ async fn signed_in(relay: &TestRelay, token: &str, user: &str) -> StaffClient {
 #[tokio::test]
 async fn staff_sign_in_with_a_token_read_reply_close_and_reopen_with_plain_forms() {
     let relay = TestRelay::with().api().forward("").start().await;
+    let mut with_attachment: serde_json::Value =
+        serde_json::from_str(&guest("m-a", "conv-a", "8011855", "Is breakfast included?", 1)).unwrap();
+    with_attachment["attachment_ids"] = json!(["att-5521"]);
     for element in [
-        guest("m-a", "conv-a", "8011855", "Is breakfast included?", 1),
+        with_attachment.to_string(),
         guest("m-b", "conv-b", "8011856", "We arrive late, around midnight.", 2),
     ] {
         relay.ota.enqueue_raw([element]);
@@ -107,6 +110,7 @@ async fn staff_sign_in_with_a_token_read_reply_close_and_reopen_with_plain_forms
     let page = staff.get(&format!("/inbox/threads/{a}")).await.unwrap();
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Is breakfast included?") && page.body.contains("from-guest"));
+    assert!(page.body.contains("Attachment: att-5521"), "{}", page.body);
     let mut porter = signed_in(&relay, PMS_TOKEN, "Night porter").await;
     let list = porter.get("/inbox/threads").await.unwrap();
     assert_eq!(list.threads(), vec![(b.clone(), true), (a.clone(), false)]);
