@@ -71,6 +71,7 @@ impl Browser {
         })
         .await;
         let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("inbox").join(test);
+        let _ = std::fs::remove_dir_all(&shots);
         std::fs::create_dir_all(&shots).unwrap();
         Some(Browser {
             client,
