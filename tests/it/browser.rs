@@ -40,6 +40,8 @@ impl Browser {
         let port = free_port();
         let driver = tokio::process::Command::new(driver)
             .arg(format!("--port={port}"))
+            // Not UTC, so that the page's local times can be told from the server's.
+            .env("TZ", "Asia/Tokyo")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)

@@ -100,6 +100,15 @@ async fn staff_sign_in_read_reply_and_follow_the_replys_state_live_in_a_real_bro
     browser.wait_for_text("Is breakfast included?").await;
     browser.screenshot("conversation").await;
     assert_accessible(&browser, "a conversation").await;
+    // Times are shown in the viewer's zone (the page without its script says UTC).
+    let zone = browser
+        .client
+        .execute("return Intl.DateTimeFormat().resolvedOptions().timeZone", vec![])
+        .await
+        .unwrap();
+    assert_eq!(zone.as_str(), Some("Asia/Tokyo"));
+    let shown = browser.wait_for("#messages time").await.text().await.unwrap();
+    assert!(!shown.is_empty() && !shown.contains("UTC"), "{shown}");
     let read_at: Option<i64> = relay
         .db()
         .query_row(
