@@ -95,11 +95,16 @@ impl StaffClient {
         self.cookie.as_deref()
     }
 
-    async fn send(&mut self, mut request: reqwest::RequestBuilder) -> reqwest::Result<Page> {
-        if let Some(cookie) = &self.cookie {
-            request = request.header(header::COOKIE, cookie);
+    /// `request` with the session cookie, as the browser sends it with every request to the inbox.
+    fn with_cookie(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.cookie {
+            Some(cookie) => request.header(header::COOKIE, cookie),
+            None => request,
         }
-        let response = request.send().await?;
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> reqwest::Result<Page> {
+        let response = self.with_cookie(request).send().await?;
         let page = Page {
             status: response.status().as_u16(),
             headers: response.headers().clone(),
@@ -148,13 +153,11 @@ impl StaffClient {
     /// The live stream of the changes after `after` (`?after=`), or of those after `last_event_id` as a
     /// reconnecting browser asks (`Last-Event-ID`).
     pub async fn events(&self, query: &str, last_event_id: Option<i64>) -> reqwest::Result<Events> {
-        let mut request = self
-            .client
-            .get(self.url(&format!("/inbox/events{query}")))
-            .header(header::ACCEPT, "text/event-stream");
-        if let Some(cookie) = &self.cookie {
-            request = request.header(header::COOKIE, cookie);
-        }
+        let mut request = self.with_cookie(
+            self.client
+                .get(self.url(&format!("/inbox/events{query}")))
+                .header(header::ACCEPT, "text/event-stream"),
+        );
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id.to_string());
         }

@@ -5,7 +5,6 @@
 
 use fantoccini::Locator;
 use ota_relay::fake::{Endpoint, HoldPoint, ReplyFault};
-use serde_json::json;
 
 use crate::browser::Browser;
 use crate::support::*;
@@ -26,15 +25,7 @@ async fn link(relay: &TestRelay, extra: &[&str]) -> String {
 }
 
 fn guest(id: &str, conversation: &str, property: u64, text: &str, name: &str) -> String {
-    json!({
-        "message_id": id,
-        "content": text,
-        "timestamp": "2026-12-01T09:00:00.000Z",
-        "sender": {"participant_id": format!("g-{conversation}"), "metadata": {"participant_type": "GUEST", "name": name}},
-        "conversation": {"conversation_id": conversation, "conversation_type": "reservation",
-                         "conversation_reference": format!("ref-{conversation}"), "property_id": property}
-    })
-    .to_string()
+    booking_guest(id, conversation, property, text, name, "2026-12-01T09:00:00.000Z")
 }
 
 async fn assert_accessible(browser: &Browser, page: &str) {

@@ -14,16 +14,14 @@ use crate::support::*;
 /// A Booking.com guest message written at `minute` past nine. (The list orders threads by when their newest
 /// message arrived here, so tests that check the order queue messages one batch at a time.)
 fn guest(id: &str, conversation: &str, property: &str, text: &str, minute: u32) -> String {
-    json!({
-        "message_id": id,
-        "content": text,
-        "timestamp": format!("2026-12-01T09:{minute:02}:00.000Z"),
-        "sender": {"participant_id": format!("g-{conversation}"),
-                   "metadata": {"participant_type": "GUEST", "name": format!("Guest {conversation}")}},
-        "conversation": {"conversation_id": conversation, "conversation_type": "reservation",
-                         "conversation_reference": format!("ref-{conversation}"), "property_id": property.parse::<u64>().unwrap()}
-    })
-    .to_string()
+    booking_guest(
+        id,
+        conversation,
+        property.parse().unwrap(),
+        text,
+        &format!("Guest {conversation}"),
+        &format!("2026-12-01T09:{minute:02}:00.000Z"),
+    )
 }
 
 fn thread_of(relay: &TestRelay, conversation: &str) -> String {

@@ -25,6 +25,19 @@ pub const PASSWORD: &str = "s3cret-Pa55word";
 pub const CLIENT_SECRET: &str = "client-s3cret-value";
 
 /// Now as Unix milliseconds, for arithmetic on the store's columns.
+/// A Booking.com guest message as `messages/latest` serves it: `name` writes in `conversation` of `property`.
+pub fn booking_guest(id: &str, conversation: &str, property: u64, text: &str, name: &str, timestamp: &str) -> String {
+    serde_json::json!({
+        "message_id": id,
+        "content": text,
+        "timestamp": timestamp,
+        "sender": {"participant_id": format!("g-{conversation}"), "metadata": {"participant_type": "GUEST", "name": name}},
+        "conversation": {"conversation_id": conversation, "conversation_type": "reservation",
+                         "conversation_reference": format!("ref-{conversation}"), "property_id": property}
+    })
+    .to_string()
+}
+
 pub fn now() -> i64 {
     ota_relay::store::now_ms().unix_ms()
 }
